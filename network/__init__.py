@@ -1,0 +1,1 @@
+"""Backbones, the affinity network and the A2GNN layers."""

@@ -1,0 +1,1 @@
+"""Losses, graph building, label merging, CRF and I/O shared by the stage scripts."""
