@@ -1,0 +1,140 @@
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import make_synthetic_voc
+from tool.label_io import voc_palette
+from voc12 import CAT_LIST
+from voc12.synthetic import SHAPES, TEXTURES, generate_sample, image_id, write_sample
+
+SMALL = {"min_size": 64, "max_size": 96}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synthetic")
+    args = make_synthetic_voc.get_args_parser().parse_args(
+        ["--out", str(out), "--num_train", "8", "--num_val", "4", "--seed", "7", "--min_size", "64",
+         "--max_size", "128"])
+    make_synthetic_voc.main(args)
+    return out
+
+
+def _ids(root: Path, name: str) -> list[str]:
+    return (root / "ImageSets" / "Segmentation" / f"{name}.txt").read_text().split()
+
+
+def _xml_objects(path: Path) -> tuple[tuple[int, int], list[tuple[int, int, int, int, int]]]:
+    """(H, W) and (class 1..20, x0, y0, x1, y1) 0-based from a VOC XML file, read independently."""
+    ann = ET.parse(path).getroot()
+    size = (int(ann.find("size/height").text), int(ann.find("size/width").text))
+    objects = []
+    for obj in ann.findall("object"):
+        assert obj.find("difficult").text == "0"
+        b = obj.find("bndbox")
+        x0, y0, x1, y1 = (int(b.find(t).text) - 1 for t in ("xmin", "ymin", "xmax", "ymax"))
+        objects.append((CAT_LIST.index(obj.find("name").text) + 1, x0, y0, x1, y1))
+    return size, objects
+
+
+def test_every_class_has_a_shape_and_a_texture():
+    assert sorted(SHAPES) == list(range(1, 21)) and sorted(TEXTURES) == list(range(1, 21))
+    u, v = np.meshgrid(np.linspace(-1.3, 1.3, 101), np.linspace(-1.3, 1.3, 101))
+    masks = [SHAPES[c](u, v) for c in range(1, 21)]
+    for c, m in enumerate(masks, start=1):
+        # non-empty, inside the reach of the drawing window, and not filling its bounding box
+        assert m.any() and not (m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()), c
+        ys, xs = np.nonzero(m)
+        box_area = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+        assert m.sum() < 0.85 * box_area, c
+    for a in range(20):
+        for b in range(a + 1, 20):
+            assert not np.array_equal(masks[a], masks[b])
+
+
+def test_layout_and_lists(root):
+    train, val = _ids(root, "train"), _ids(root, "val")
+    assert train == [f"2026_{i:06d}" for i in range(1, 9)]
+    assert val == [f"2026_{i:06d}" for i in range(9, 13)]
+    assert _ids(root, "train_aug") == train
+    for image in train + val:
+        for folder, suffix in (("JPEGImages", "jpg"), ("SegmentationClass", "png"),
+                               ("SegmentationObject", "png"), ("Annotations", "xml"), ("Scribbles", "png"),
+                               ("Points", "json")):
+            assert (root / folder / f"{image}.{suffix}").is_file(), (folder, image)
+
+
+def test_same_seed_same_bytes(tmp_path):
+    for out in (tmp_path / "a", tmp_path / "b"):
+        for index in (3, 0):  # the order of generation must not matter
+            write_sample(out, image_id(index), generate_sample(11, index, **SMALL))
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 12
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert not np.array_equal(generate_sample(11, 3, **SMALL).image, generate_sample(12, 3, **SMALL).image)
+
+
+def test_boxes_are_tight_bounds_of_visible_instances(root):
+    for image in _ids(root, "trainval"):
+        (h, w), objects = _xml_objects(root / "Annotations" / f"{image}.xml")
+        seg = np.array(Image.open(root / "SegmentationClass" / f"{image}.png"))
+        inst = np.array(Image.open(root / "SegmentationObject" / f"{image}.png"))
+        assert seg.shape == inst.shape == (h, w)
+        assert Image.open(root / "JPEGImages" / f"{image}.jpg").size == (w, h)
+        assert 1 <= len(objects) <= 4
+        assert set(np.unique(inst).tolist()) <= set(range(len(objects) + 1))
+        assert np.array_equal(seg == 0, inst == 0)
+        for k, (cls, x0, y0, x1, y1) in enumerate(objects, start=1):
+            ys, xs = np.nonzero(inst == k)
+            assert len(ys) >= 40
+            assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max()), (image, k)
+            assert np.all(seg[inst == k] == cls)
+
+
+def test_scribbles_and_points_lie_on_their_instance(root):
+    for image in _ids(root, "trainval"):
+        _, objects = _xml_objects(root / "Annotations" / f"{image}.xml")
+        seg = np.array(Image.open(root / "SegmentationClass" / f"{image}.png"))
+        inst = np.array(Image.open(root / "SegmentationObject" / f"{image}.png"))
+        scribble = np.array(Image.open(root / "Scribbles" / f"{image}.png"))
+        stroke = scribble != 255
+        assert np.array_equal(scribble[stroke], seg[stroke])  # every stroke pixel on its own class
+        assert (scribble == 0).any()  # background strokes
+        for k, (cls, *_) in enumerate(objects, start=1):
+            assert (scribble[inst == k] == cls).any(), (image, k)  # one stroke per instance
+        points = json.loads((root / "Points" / f"{image}.json").read_text())
+        assert all(set(p) == {"class", "x", "y"} for p in points)
+        for k, (cls, *_) in enumerate(objects, start=1):
+            p = points[k - 1]
+            assert p["class"] == cls and inst[p["y"], p["x"]] == k, (image, k)
+        background = points[len(objects):]
+        assert 1 <= len(background) <= 3
+        assert all(p["class"] == 0 and seg[p["y"], p["x"]] == 0 for p in background)
+
+
+def test_labels_round_trip_through_the_palette(tmp_path):
+    sample = generate_sample(5, 2, **SMALL)
+    write_sample(tmp_path, "x", sample)
+    for folder, expected in (("SegmentationClass", sample.seg), ("SegmentationObject", sample.inst),
+                             ("Scribbles", sample.scribble)):
+        img = Image.open(tmp_path / folder / "x.png")
+        assert img.mode == "P"
+        assert np.array_equal(np.array(img.getpalette(), dtype=np.uint8).reshape(-1, 3)[:256], voc_palette())
+        assert np.array_equal(np.array(img), expected)
+    jpg = np.array(Image.open(tmp_path / "JPEGImages" / "x.jpg")).astype(int)
+    assert np.abs(jpg - sample.image).mean() < 12  # JPEG at quality 85..90 stays close
+
+
+def test_every_class_appears_across_a_few_hundred_images():
+    counts = np.zeros(21, int)
+    for index in range(300):
+        sample = generate_sample(0, index, **SMALL)
+        counts[np.unique([b[0] for b in sample.boxes])] += 1
+        assert len({b[0] for b in sample.boxes}) == len(set(np.unique(sample.seg)) - {0})
+    assert counts[1:].min() >= 10, counts
+    assert counts[1:].max() <= 4 * counts[1:].min(), counts
