@@ -1,0 +1,210 @@
+"""Fetch the published weights into ``netWeights/`` and check that each one loads into its network.
+
+    python download_weights.py --list                 # what exists, where it comes from, where it goes
+    python download_weights.py --dest netWeights      # download what can be downloaded, verify everything
+    python download_weights.py --base_url http://mirror/dir   # fetch every file as <base_url>/<name>
+
+Only some files have a direct source: the SEAM classifier (Google Drive), the ImageNet ResNet-38 MXNet
+file (ademxapp, AARNet CloudStor) and the seed-label archive (Google Drive, only with
+``--files seed_labels``). The affinity nets are published on BaiduYun only; this script says where to put
+them and verifies them once they are there. Verification loads each checkpoint into its network with
+``tool.checkpoint.load_checkpoint`` (strict for ``.pth``; the ``.params`` backbone must fill every
+backbone key) and reports matched / missing / unexpected keys. ``--width`` builds the networks at a
+width multiplier (for small test checkpoints); the published files need the default 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import http.cookiejar
+import re
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tool.checkpoint import load_checkpoint
+from tool.cli import str2bool
+from tool.label_io import atomic_path
+
+BAIDU_WEIGHTS = "BaiduYun https://pan.baidu.com/s/1Y7K8o6FEIqdhAOTKgcA39g (access code: cvfg)"
+GDRIVE_DOWNLOAD = "https://drive.google.com/uc?export=download&id={}"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published file: where it goes, what it is for, where it comes from."""
+
+    key: str  # name for --files
+    filename: str
+    folder: str  # "weights", "final_model" (below --dest) or "data" (--data_dir)
+    network: str | None  # "seam", "aff", "backbone" or None (not a checkpoint)
+    used_by: str
+    source: str
+    url: str | None = None  # direct download; None: manual download only
+    md5: str | None = None
+
+
+PUBLISHED = (
+    Published("resnet38_SEAM", "resnet38_SEAM.pth", "weights", "seam",
+              "stage 1 CAMs: infer_SEAM.py --weights",
+              "SEAM Google Drive https://drive.google.com/file/d/1jWsV5Yev-PwKgvvtUM3GnY0ogb50-qKa/view",
+              GDRIVE_DOWNLOAD.format("1jWsV5Yev-PwKgvvtUM3GnY0ogb50-qKa")),
+    Published("ilsvrc", "ilsvrc-cls_rna-a1_cls1000_ep-0001.params", "weights", "backbone",
+              "stage 1 training init: train_SEAM.py --weights",
+              "ademxapp Model A1 (github.com/itijyou/ademxapp), AARNet CloudStor share NOPhJ247fhVDnZH "
+              "(CloudStor has been retired; the link may be dead)",
+              "https://cloudstor.aarnet.edu.au/plus/index.php/s/NOPhJ247fhVDnZH/download",
+              md5="ff21f45d6bf03284100dcbec571edfad"),
+    Published("resnet38_aff_SEAM", "resnet38_aff_SEAM.pth", "weights", "aff",
+              "stage 2 init: train_aff_gated_aff.py --weights", BAIDU_WEIGHTS),
+    *(Published(f"aff_{sup}", f"aff_{sup}.pth", "final_model", "aff",
+                f"stage 3 ({sup}): train_infer_A2GNN_{'box' if sup == 'box' else 'others'}.py --weights",
+                BAIDU_WEIGHTS)
+      for sup in ("box", "scribble", "image", "point")),
+    Published("seed_labels", "seed_labels.zip", "data", None,
+              "stage 2/3 seed labels: unpack so that data/Init_Label/<SEAM_Box, ...> exists",
+              "Google Drive https://drive.google.com/file/d/1d6nntO4kfgKN45o37GjTYWdu6eLF8RXc/view",
+              GDRIVE_DOWNLOAD.format("1d6nntO4kfgKN45o37GjTYWdu6eLF8RXc")),
+)
+DEFAULT_FILES = [p.key for p in PUBLISHED if p.network is not None]
+
+
+def destination(item: Published, dest: Path, data_dir: Path) -> Path:
+    folder = {"weights": dest, "final_model": dest / "final_model", "data": data_dir}[item.folder]
+    return folder / item.filename
+
+
+def print_table(dest: Path, data_dir: Path) -> None:
+    for item in PUBLISHED:
+        how = "download" if item.url else "manual"
+        print(f"{item.key:18s} {how:8s} -> {destination(item, dest, data_dir)}\n"
+              f"{'':18s} used by: {item.used_by}\n{'':18s} source:  {item.source}")
+
+
+def _google_drive_confirm_url(page: str, url: str, cookies: http.cookiejar.CookieJar) -> str | None:
+    """The follow-up URL of Google Drive's "can't scan this file for viruses" page, if it is one."""
+    form = re.search(r'<form[^>]*id="download-form"[^>]*action="([^"]+)"', page)
+    if form:
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+        return html.unescape(form.group(1)) + "?" + urllib.parse.urlencode(fields)
+    token = re.search(r"confirm=([0-9A-Za-z_-]+)", page)
+    token = token.group(1) if token else next(
+        (c.value for c in cookies if c.name.startswith("download_warning")), None)
+    return f"{url}&confirm={token}" if token else None
+
+
+def fetch(url: str, target: Path, timeout: float) -> int:
+    """Download ``url`` to ``target`` atomically (temp file renamed at the end); return the byte count.
+
+    Follows Google Drive's confirmation page for large files (a ``download-form`` or a ``confirm=`` token);
+    any other HTML answer raises ``OSError``.
+    """
+    cookies = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
+    response = opener.open(url, timeout=timeout)
+    if response.headers.get_content_type() == "text/html":
+        page = response.read(2_000_000).decode("utf-8", "replace")
+        follow = _google_drive_confirm_url(page, url, cookies)
+        if follow is None:
+            raise OSError(f"{url} answered with an HTML page, not the file (quota, login or a moved link)")
+        response = opener.open(follow, timeout=timeout)
+        if response.headers.get_content_type() == "text/html":
+            raise OSError(f"{url}: the confirmation page did not lead to the file (Drive quota?); "
+                          f"download it in a browser and place it at {target}")
+    size = 0
+    with response, atomic_path(target) as tmp, open(tmp, "wb") as f:
+        while chunk := response.read(CHUNK):
+            f.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_network(kind: str, width: float):
+    """The network a published checkpoint belongs to (imports here: torch models are only built on use)."""
+    from network import resnet38_aff_gated, resnet38_SEAM, resnet38d
+
+    return {"seam": resnet38_SEAM.Net, "aff": resnet38_aff_gated.Net, "backbone": resnet38d.Net}[kind](width)
+
+
+def verify(item: Published, path: Path, width: float) -> str:
+    """Load ``path`` into its network; return a one-line result, raise ``ValueError`` when it does not fit."""
+    if item.md5 and width == 1.0 and (digest := md5sum(path)) != item.md5:
+        raise ValueError(f"{path}: md5 {digest} differs from the published {item.md5}")
+    if item.network is None:
+        return f"{path.stat().st_size} bytes (not a checkpoint, not loaded)"
+    model = build_network(item.network, width)
+    report = load_checkpoint(model, path, strict=item.network != "backbone")
+    if report.missing:
+        raise ValueError(f"{path}: {len(report.missing)} backbone keys missing, e.g. {report.missing[:4]}")
+    return f"{report.summary()} in {type(model).__module__}.Net(width={width})"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true", help="print the table of published files and exit")
+    parser.add_argument("--dest", default="netWeights",
+                        help="weights folder (final models go to DEST/final_model)")
+    parser.add_argument("--data_dir", default="data", help="folder for the seed-label archive")
+    parser.add_argument("--files", nargs="+", default=DEFAULT_FILES, choices=[p.key for p in PUBLISHED],
+                        help="which files (default: all checkpoints; add seed_labels for the label archive)")
+    parser.add_argument("--base_url", default=None,
+                        help="mirror: fetch every file as BASE_URL/<file name>, not from the published links")
+    parser.add_argument("--force", type=str2bool, default=False,
+                        help="download again even if the file exists")
+    parser.add_argument("--verify", type=str2bool, default=True, help="load each file into its network")
+    parser.add_argument("--width", type=float, default=1.0,
+                        help="width multiplier of the networks used for verification; the published "
+                             "files need 1 (their md5 is only checked at 1)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds before a stalled connection fails")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Download and verify; return the exit status (1 if a download or a verification failed)."""
+    dest, data_dir = Path(args.dest), Path(args.data_dir)
+    if args.list:
+        print_table(dest, data_dir)
+        return 0
+    start, failed, manual, ok = time.time(), [], [], []
+    for item in (p for p in PUBLISHED if p.key in args.files):
+        target = destination(item, dest, data_dir)
+        url = f"{args.base_url.rstrip('/')}/{item.filename}" if args.base_url else item.url
+        try:
+            if url and (args.force or not target.is_file()):
+                print(f"{item.key}: downloading {url}")
+                size = fetch(url, target, args.timeout)
+                print(f"{item.key}: {size} bytes -> {target}")
+            if not target.is_file():
+                manual.append(item)
+                print(f"{item.key}: not present; get {item.filename} from {item.source} and place it at "
+                      f"{target}")
+                continue
+            if args.verify:
+                print(f"{item.key}: verified: {verify(item, target, args.width)}")
+            ok.append(item.key)
+        except (OSError, ValueError, RuntimeError) as err:
+            failed.append(item.key)
+            print(f"{item.key}: FAILED: {err}", file=sys.stderr)
+    print(f"done: {len(ok)} ok, {len(manual)} to place by hand, {len(failed)} failed "
+          f"({time.time() - start:.1f} s)" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

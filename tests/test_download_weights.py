@@ -1,0 +1,135 @@
+"""download_weights.py against a loopback HTTP server (no internet): download, place, verify, report."""
+
+import functools
+import http.server
+import threading
+import urllib.parse
+
+import pytest
+import torch
+from test_checkpoint import backbone_mxnet_arrays, write_mxnet_params
+
+import download_weights
+from network import resnet38_aff_gated, resnet38_SEAM, resnet38d
+from tool.checkpoint import save_checkpoint
+
+W = 1 / 8
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(handler):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    """A folder holding every published checkpoint name, written from width-1/8 networks."""
+    root = tmp_path_factory.mktemp("mirror")
+    torch.manual_seed(0)
+    save_checkpoint(resnet38_SEAM.Net(width=W), root / "resnet38_SEAM.pth")
+    aff = resnet38_aff_gated.Net(width=W)
+    for name in ("resnet38_aff_SEAM", "aff_box", "aff_scribble", "aff_image", "aff_point"):
+        save_checkpoint(aff, root / f"{name}.pth")
+    write_mxnet_params(root / "ilsvrc-cls_rna-a1_cls1000_ep-0001.params",
+                       backbone_mxnet_arrays(resnet38d.Net(width=W)))
+    return root
+
+
+def run(args, capsys):
+    code = download_weights.main(download_weights.get_args_parser().parse_args(args))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_downloads_all_checkpoints_from_mirror_and_verifies(tmp_path, mirror, serve, capsys):
+    url = serve(functools.partial(QuietHandler, directory=str(mirror)))
+    dest = tmp_path / "netWeights"
+    code, out = run(["--base_url", url, "--dest", str(dest), "--width", str(W)], capsys)
+    assert code == 0, out
+    for name in ("resnet38_SEAM.pth", "resnet38_aff_SEAM.pth", "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"):
+        assert (dest / name).read_bytes() == (mirror / name).read_bytes()
+    for sup in ("box", "scribble", "image", "point"):
+        assert (dest / "final_model" / f"aff_{sup}.pth").is_file()
+    n_seam = len(resnet38_SEAM.Net(width=W).state_dict())
+    assert f"resnet38_SEAM.pth: matched {n_seam}, missing 0, unexpected 0" in out
+    assert "done: 7 ok, 0 to place by hand, 0 failed" in out
+    assert not list(dest.rglob(".*"))  # no temporary files left
+    # a second run finds the files and does not download again
+    code, out = run(["--base_url", "http://127.0.0.1:9/", "--dest", str(dest), "--width", str(W)], capsys)
+    assert code == 0 and "downloading" not in out
+
+
+def test_wrong_or_missing_files_fail(tmp_path, mirror, serve, capsys):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "aff_point.pth").write_bytes((mirror / "resnet38_SEAM.pth").read_bytes())  # wrong network
+    url = serve(functools.partial(QuietHandler, directory=str(served)))
+    code, out = run(["--base_url", url, "--dest", str(tmp_path / "w"), "--width", str(W),
+                     "--files", "aff_point", "resnet38_SEAM"], capsys)
+    assert code == 1
+    assert "aff_point: FAILED" in out and "do not fit network.resnet38_aff_gated.Net" in out
+    assert "resnet38_SEAM: FAILED" in out and "404" in out
+    assert "0 ok, 0 to place by hand, 2 failed" in out
+
+
+def test_baidu_only_files_are_placed_by_hand(tmp_path, mirror, capsys):
+    dest = tmp_path / "netWeights"
+    args = ["--dest", str(dest), "--files", "aff_box", "resnet38_aff_SEAM", "--width", str(W)]
+    code, out = run(args, capsys)
+    assert code == 0
+    assert f"place it at {dest / 'final_model' / 'aff_box.pth'}" in out and "cvfg" in out
+    assert "0 ok, 2 to place by hand" in out
+    (dest / "final_model").mkdir(parents=True)
+    (dest / "final_model" / "aff_box.pth").write_bytes((mirror / "aff_box.pth").read_bytes())
+    code, out = run(["--dest", str(dest), "--files", "aff_box", "--width", str(W)], capsys)
+    assert code == 0 and "aff_box: verified" in out
+
+
+def test_google_drive_confirmation_page(tmp_path, serve):
+    payload = b"\x00weights" * 100
+
+    class Drive(QuietHandler):
+        def do_GET(self):
+            query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+            if self.path.startswith("/download") and query.get("confirm") == ["t0k"]:
+                body, kind = payload, "application/octet-stream"
+            else:
+                body = (f'<html><form id="download-form" action="http://127.0.0.1:{self.server.server_port}'
+                        '/download" method="get"><input type="hidden" name="id" value="abc">'
+                        '<input type="hidden" name="confirm" value="t0k"></form></html>').encode()
+                kind = "text/html; charset=utf-8"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    url = serve(Drive)
+    size = download_weights.fetch(f"{url}/uc?export=download&id=abc", tmp_path / "f.pth", timeout=10)
+    assert size == len(payload) and (tmp_path / "f.pth").read_bytes() == payload
+
+
+def test_list_table(capsys):
+    code, out = run(["--list"], capsys)
+    assert code == 0
+    for name in ("resnet38_SEAM.pth", "resnet38_aff_SEAM.pth", "aff_box.pth", "aff_scribble.pth",
+                 "aff_image.pth", "aff_point.pth", "ilsvrc-cls_rna-a1_cls1000_ep-0001.params",
+                 "1jWsV5Yev-PwKgvvtUM3GnY0ogb50-qKa", "1d6nntO4kfgKN45o37GjTYWdu6eLF8RXc", "cvfg"):
+        assert name in out
+    assert "netWeights/final_model/aff_point.pth" in out
