@@ -49,6 +49,15 @@ def init_distributed(device: str) -> torch.device:
     return dev
 
 
+def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
+    """Average of ``x`` over the processes of the default process group (``x`` itself without one)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / dist.get_world_size()
+
+
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
