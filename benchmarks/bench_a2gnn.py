@@ -1,0 +1,257 @@
+"""Per-image A2GNN step: our sparse/tiled implementation against a dense one of the published formulation.
+
+At VOC size (375×500 → 376×504 padded → 47×63 nodes, 5632-d features, r = 4, box schedule with two
+boxes) both variants run the same training step on the same inputs: ours = ``tool.propagate.train_step``
+(window graph, tiled attention, MP loss on box points); dense = the published formulation written
+below (``N × N`` adjacency, window mask and cosine matrices with −1e9 masking, embeddings upsampled to
+full resolution for the MP loss). Seed loss and gated CRF term are shared code.
+
+Time: mean seconds of a step of phase 1 (seed + MP) and phase 2 (+ 0.01·CRF) after one warm-up step;
+per image = graph build + 150 steps of each phase (the box schedule) + inference, extrapolated from
+the measured steps. Peak memory: each variant runs in a fresh child process. On CPU the child resets
+its peak resident set (``echo 5 > /proc/self/clear_refs``) right before the steps and reports
+``VmHWM − VmRSS`` (the growth of the resident set during the steps), with glibc's mmap threshold at
+64 KiB so that freed tensors leave the resident set; where ``/proc`` cannot be reset it falls back to
+``ru_maxrss``. On CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the steps.
+Scaling: our step at 1×, 2×, 4× the pixels.
+
+    python benchmarks/bench_a2gnn.py            # 3 timed steps per phase
+    python benchmarks/bench_a2gnn.py --quick    # 1 timed step per phase, under a minute on 2 cores
+    python benchmarks/bench_a2gnn.py --threads 1   # single-threaded (steadier on a shared machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from network.a2gnn import A2GNN  # noqa: E402
+from tool.a2gnn_losses import gated_crf_term, seed_loss  # noqa: E402
+from tool.graph import window_graph  # noqa: E402
+from tool.propagate import CRF_WEIGHT, node_features, train_step, upsample  # noqa: E402
+from voc12.annotations import Box  # noqa: E402
+
+VOC_GRID = (47, 63)
+FEATURES = 5632
+RADIUS = 4
+EPOCHS_PER_PHASE = 150
+
+
+def make_inputs(scale: float, device: torch.device, seed: int = 0) -> dict:
+    """Random inputs of a ``scale``× VOC-size image (pixels), on ``device``."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = (round(s * scale ** 0.5) for s in VOC_GRID)
+    hp, wp = 8 * h, 8 * w
+    d = 2 * RADIUS + 1
+    features = torch.rand(FEATURES, h, w, generator=g).clamp(min=0.3) - 0.3  # sparse-ish, non-negative
+    aff = torch.rand(d, d, h, w, generator=g)
+    seeds = torch.randint(0, 21, (hp, wp), generator=g)
+    seeds[torch.rand(hp, wp, generator=g) < 0.5] = 0
+    seeds[torch.rand(hp, wp, generator=g) < 0.3] = 255
+    image = torch.randn(3, hp, wp, generator=g)
+    boxes = [Box(12, wp // 8, hp // 6, wp // 2, hp - hp // 5), Box(15, wp // 3, hp // 10, wp - 5, hp // 2)]
+    return {"features": features.to(device), "aff": aff.to(device), "seeds": seeds.to(device),
+            "image": image.to(device), "boxes": boxes, "h": h, "w": w}
+
+
+# ------------------------------------------------------------------ dense reference (published formulation)
+
+def dense_attention(x, beta, adj, aff_cropping):
+    norm2 = torch.norm(x, 2, 1).view(-1, 1)
+    cos = torch.div(torch.mm(x, x.t()), torch.mm(norm2, norm2.t()) + 1e-7)
+    mask = torch.zeros_like(aff_cropping)
+    mask[aff_cropping == 0] = -1e9
+    mask[cos < 0] = -1e9
+    return torch.mm(F.softmax(beta * cos + mask + 10 * adj, dim=1), x)
+
+
+def dense_forward(model, x, adj, aff_cropping):
+    x = F.dropout(F.relu(x @ model.embeddinglayer.weight), model.dropout_rate, training=model.training)
+    for layer in model.attentionlayers:
+        x = dense_attention(x, layer.beta, adj, aff_cropping)
+    return x @ model.outputlayer.weight, x
+
+
+def dense_mp_loss(pred, fts, boxes, seeds):
+    """Full-resolution MP loss with consistency checking; ``pred`` (C, Hp, Wp), ``fts`` (d, Hp, Wp)."""
+    ce, ce_n, dis, dis_n = 0, 0, 0, 0
+    for box in boxes:
+        pred_box = pred[:, box.y0:box.y1 + 1, box.x0:box.x1 + 1]
+        fts_box = fts[:, box.y0:box.y1 + 1, box.x0:box.x1 + 1]
+        ind_row = torch.max(pred_box[box.cls], dim=1).indices
+        ind_col = torch.max(pred_box[box.cls], dim=0).indices
+        rows = torch.arange(pred_box.shape[1], device=pred.device)
+        cols = torch.arange(pred_box.shape[2], device=pred.device)
+        points = torch.cat([pred_box[:, rows, ind_row], pred_box[:, ind_col, cols]], dim=1)
+        f = torch.cat([fts_box[:, rows, ind_row], fts_box[:, ind_col, cols]], dim=1).t()
+        norm = torch.norm(f, 2, 1).view(-1, 1)
+        cos = torch.div(f @ f.t(), norm @ norm.t() + 1e-7)
+        dis = dis + torch.sum(1 - cos + 1e-5)
+        dis_n += cos.numel()
+        target = torch.full((points.shape[1],), box.cls, device=pred.device)
+        ce = ce + F.cross_entropy(points.t(), target, reduction="sum")
+        ce_n += points.shape[1]
+        sim = F.cosine_similarity(fts_box.reshape(fts.shape[0], -1), f.mean(0)[:, None], dim=0)
+        region = seeds[box.y0:box.y1 + 1, box.x0:box.x1 + 1]
+        region[(sim.view(region.shape) < 0) & (region == box.cls)] = 255
+    return ce / ce_n + dis / dis_n, seeds
+
+
+def dense_step(model, x, dense, seeds, optimizer, boxes, crf_image, h, w):
+    adj, aff_cropping = dense
+    model.train()
+    optimizer.zero_grad()
+    logits, fts = dense_forward(model, x, adj, aff_cropping)
+    grid = logits.t().reshape(-1, h, w)
+    pred = upsample(grid, tuple(seeds.shape))
+    fts_full = upsample(fts.t().reshape(-1, h, w), tuple(seeds.shape))
+    mp, seeds = dense_mp_loss(pred, fts_full, boxes, seeds.clone())
+    loss = mp + seed_loss(pred, seeds)
+    if crf_image is not None:
+        loss = loss + CRF_WEIGHT["box"] * gated_crf_term(F.softmax(grid, dim=0), crf_image)
+    loss.backward()
+    optimizer.step()
+    return seeds, loss.detach()
+
+
+# ------------------------------------------------------------------ one variant, in a child process
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def memory_mark(device) -> tuple[int, bool]:
+    """Reset the peak and return ``(current bytes, whether /proc's peak could be reset)``."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device), True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kib("VmRSS") * 1024, True
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, False
+
+
+def memory_peak(device, reset: bool) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    if reset:
+        return _status_kib("VmHWM") * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(field)
+
+
+def run_variant(variant: str, scale: float, steps: int, device: torch.device) -> dict:
+    inputs = make_inputs(scale, device)
+    h, w = inputs["h"], inputs["w"]
+    torch.manual_seed(0)
+    sync(device)
+    start = time.perf_counter()
+    x = node_features(inputs["features"])
+    graph = window_graph(inputs["aff"], RADIUS)
+    if variant == "dense":
+        adj, edges = graph.to_dense()
+        structure = (adj, edges.float())
+    else:
+        structure = graph
+        _ = graph.tiles
+    sync(device)
+    setup = time.perf_counter() - start
+    model = A2GNN(FEATURES, 256, 21, 3, 0.5).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.035, weight_decay=5e-4)
+    crf_image = F.interpolate(inputs["image"][None], (h, w), mode="bilinear", align_corners=False)[0]
+    seeds, boxes = inputs["seeds"], inputs["boxes"]
+
+    def step(crf):
+        if variant == "dense":
+            return dense_step(model, x, structure, seeds, optimizer, boxes, crf, h, w)
+        return train_step(model, x, structure, seeds, optimizer, boxes, crf, CRF_WEIGHT["box"])
+
+    base, reset = memory_mark(device)
+    seconds = []
+    for crf in (None, crf_image):
+        step(crf)  # warm-up
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(crf)
+        sync(device)
+        seconds.append((time.perf_counter() - start) / steps)
+    model.eval()
+    sync(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        if variant == "dense":
+            dense_forward(model, x, *structure)
+        else:
+            model(x, structure)
+    sync(device)
+    infer = time.perf_counter() - start
+    peak = memory_peak(device, reset) - base
+    return {"variant": variant, "scale": scale, "grid": f"{h}x{w}", "nodes": h * w,
+            "phase1_s": seconds[0], "phase2_s": seconds[1], "setup_s": setup + infer,
+            "image_s": setup + infer + EPOCHS_PER_PHASE * (seconds[0] + seconds[1]),
+            "peak_mb": peak / 2 ** 20}
+
+
+def child(variant: str, scale: float, steps: int, device: str, threads: int) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    cmd = [sys.executable, __file__, "--child", variant, "--scale", str(scale), "--steps", str(steps),
+           "--device", device, "--threads", str(threads)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 timed step per phase")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per phase")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
+    parser.add_argument("--child", choices=["ours", "dense"], help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(run_variant(args.child, args.scale, args.steps, torch.device(args.device))))
+        return
+    steps = 1 if args.quick else args.steps
+    print(f"device {args.device}, {torch.get_num_threads()} threads, {steps} timed step(s) per phase")
+    rows = [child(variant, scale, steps, args.device, args.threads)
+            for variant, scale in (("dense", 1.0), ("ours", 1.0), ("ours", 2.0), ("ours", 4.0))]
+    header = (f"{'variant':8} {'pixels':>6} {'grid':>8} {'nodes':>6} {'phase1 s/ep':>12} {'phase2 s/ep':>12} "
+              f"{'s/image':>9} {'peak MB':>9}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['variant']:8} {r['scale']:>5.0f}x {r['grid']:>8} {r['nodes']:>6} {r['phase1_s']:>12.4f} "
+              f"{r['phase2_s']:>12.4f} {r['image_s']:>9.1f} {r['peak_mb']:>9.1f}")
+    dense, ours = rows[0], rows[1]
+    per_step = {r["scale"]: r["phase1_s"] + r["phase2_s"] for r in rows[1:]}
+    print(f"ours: 4x pixels take {per_step[4.0] / per_step[1.0]:.2f}x the time per step "
+          f"(2x: {per_step[2.0] / per_step[1.0]:.2f}x)")
+    print(f"speedup_vs_dense={dense['image_s'] / ours['image_s']:.1f} "
+          f"peak_mem_ratio={ours['peak_mb'] / dense['peak_mb']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

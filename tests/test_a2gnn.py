@@ -1,0 +1,99 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from network.a2gnn import A2GNN, AffinityAttention
+from tool.graph import window_graph
+
+
+def dense_layer(x, beta, weights, edges):
+    """SPEC §3.3 written densely, as published: N×N cosine, -1e9 masks, softmax, P @ x."""
+    norm = torch.norm(x, 2, 1).view(-1, 1)
+    cos = torch.div(x @ x.t(), norm @ norm.t() + 1e-7)
+    mask = torch.zeros_like(cos)
+    mask[~edges] = -1e9
+    mask[cos < 0] = -1e9
+    return F.softmax(beta * cos + mask + 10 * weights, dim=1) @ x
+
+
+def dense_model(model, x, weights, edges):
+    z = F.relu(x @ model.embeddinglayer.weight)
+    for layer in model.attentionlayers:
+        z = dense_layer(z, layer.beta, weights, edges)
+    return z @ model.outputlayer.weight, z
+
+
+def random_graph(h, w, radius, seed):
+    g = torch.Generator().manual_seed(seed)
+    aff = torch.rand(2 * radius + 1, 2 * radius + 1, h, w, generator=g, dtype=torch.float64)
+    return window_graph(aff, radius)
+
+
+@pytest.mark.parametrize("h,w,radius", [(4, 5, 1), (7, 6, 2), (9, 12, 4), (3, 2, 3)])
+def test_layer_forward_and_gradients_equal_dense(h, w, radius):
+    graph = random_graph(h, w, radius, seed=radius)
+    weights, edges = graph.to_dense()
+    torch.manual_seed(0)
+    layer = AffinityAttention().double()
+    x = torch.randn(h * w, 6, dtype=torch.float64, requires_grad=True)  # signed: some cos < 0 are masked
+    out = layer(x, graph.tiles)
+    target = torch.randn_like(out)
+    (out * target).sum().backward()
+    grad_x, grad_beta = x.grad.clone(), layer.beta.grad.clone()
+
+    x.grad, layer.beta.grad = None, None
+    ref = dense_layer(x, layer.beta, weights, edges)
+    (ref * target).sum().backward()
+    assert (x @ x.t() < 0).any()
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad_x, x.grad, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad_beta, layer.beta.grad, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w,radius,tile", [(6, 7, 2, 3), (10, 9, 4, 7), (5, 13, 3, 4)])
+def test_model_forward_and_gradients_equal_dense(h, w, radius, tile):
+    graph = random_graph(h, w, radius, seed=10 + radius)
+    graph.tiles = graph.tiled(tile)  # any tiling holds the same graph
+    weights, edges = graph.to_dense()
+    torch.manual_seed(1)
+    model = A2GNN(nfeat=12, nhid=8, nclass=5, nlayers=3, dropout_rate=0.5).double().eval()
+    x = torch.rand(h * w, 12, dtype=torch.float64)
+    logits, emb = model(x, graph)
+    target = torch.randn_like(logits)
+    ((logits * target).sum() + emb.pow(2).sum()).backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    model.zero_grad()
+    ref_logits, ref_emb = dense_model(model, x, weights, edges)
+    ((ref_logits * target).sum() + ref_emb.pow(2).sum()).backward()
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(emb, ref_emb, rtol=0, atol=1e-5)
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(grads[k], p.grad, rtol=0, atol=1e-5, msg=k)
+
+
+def test_parameter_names_and_shapes():
+    model = A2GNN(nfeat=40, nhid=16, nclass=21, nlayers=3, dropout_rate=0.5)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == {
+        "embeddinglayer.weight": (40, 16),
+        "attentionlayers.0.beta": (1,),
+        "attentionlayers.1.beta": (1,),
+        "attentionlayers.2.beta": (1,),
+        "outputlayer.weight": (16, 21),
+    }
+    assert all(0 <= model.attentionlayers[i].beta.item() <= 1 for i in range(3))
+
+
+def test_dropout_only_in_training():
+    graph = random_graph(5, 6, 2, seed=3)
+    torch.manual_seed(2)
+    model = A2GNN(nfeat=10, nhid=32, nclass=4, nlayers=3, dropout_rate=0.5).double()
+    x = torch.rand(30, 10, dtype=torch.float64)
+    model.eval()
+    a, _ = model(x, graph)
+    b, _ = model(x, graph)
+    assert torch.equal(a, b)
+    model.train()
+    c, _ = model(x, graph)
+    assert not torch.allclose(a, c)

@@ -1,0 +1,153 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tool.a2gnn_losses import (
+    bilinear_at,
+    bilinear_points,
+    gated_crf_term,
+    mp_loss,
+    random_walk,
+    seed_loss,
+)
+from tool.graph import window_graph
+from voc12.annotations import Box
+
+
+def upsample(grid, size):
+    return F.interpolate(grid[None], size, mode="bilinear", align_corners=False)[0]
+
+
+@pytest.mark.parametrize("hw,size", [((5, 7), (40, 56)), ((4, 6), (13, 21)), ((3, 3), (24, 24))])
+def test_bilinear_tables_equal_interpolate(hw, size):
+    torch.manual_seed(0)
+    grid = torch.randn(4, *hw, dtype=torch.float64)
+    full = upsample(grid, size)
+    rows = torch.tensor([0, 1, size[0] // 2, size[0] - 1])
+    cols = torch.arange(2, size[1] - 1)
+    torch.testing.assert_close(bilinear_at(grid, rows, cols, size), full[:, rows][:, :, cols],
+                               rtol=0, atol=1e-12)
+    ys = torch.randint(0, size[0], (50,))
+    xs = torch.randint(0, size[1], (50,))
+    torch.testing.assert_close(bilinear_points(grid, ys, xs, size), full[:, ys, xs], rtol=0, atol=1e-12)
+
+
+def test_seed_loss_is_balanced_cross_entropy():
+    torch.manual_seed(1)
+    pred = torch.randn(21, 16, 24, dtype=torch.float64)
+    seeds = torch.randint(0, 21, (16, 24))
+    seeds[torch.rand(16, 24) < 0.4] = 255
+    seeds[torch.rand(16, 24) < 0.3] = 0
+    bg = seeds.clone()
+    bg[seeds != 0] = 255
+    fg = seeds.clone()
+    fg[seeds == 0] = 255
+    ref = (F.cross_entropy(pred[None], bg[None], ignore_index=255)
+           + F.cross_entropy(pred[None], fg[None], ignore_index=255))
+    torch.testing.assert_close(seed_loss(pred, seeds), ref)
+
+
+def test_seed_loss_empty_terms_are_zero():
+    pred = torch.randn(21, 8, 8, dtype=torch.float64, requires_grad=True)
+    only_bg = torch.full((8, 8), 255)
+    only_bg[:2] = 0
+    ref = F.cross_entropy(pred[None], only_bg[None], ignore_index=255)
+    torch.testing.assert_close(seed_loss(pred, only_bg), ref)
+    nothing = seed_loss(pred, torch.full((8, 8), 255))
+    assert nothing.item() == 0.0
+    nothing.backward()
+    assert torch.isfinite(pred.grad).all()
+
+
+def published_mp(pred, fts, boxes, seeds):
+    """Full-resolution MP loss with consistency checking, as published (fts upsampled everywhere)."""
+    seeds = seeds.clone()
+    ce, ce_n, dis, dis_n = 0, 0, 0, 0
+    for box in boxes:
+        c = box.cls
+        pred_box = pred[:, box.y0:box.y1 + 1, box.x0:box.x1 + 1]
+        fts_box = fts[:, box.y0:box.y1 + 1, box.x0:box.x1 + 1]
+        _, ind_row = torch.max(pred_box[c], dim=1)
+        _, ind_col = torch.max(pred_box[c], dim=0)
+        rows = torch.arange(pred_box.shape[1])
+        cols = torch.arange(pred_box.shape[2])
+        points = torch.cat([pred_box[:, rows, ind_row], pred_box[:, ind_col, cols]], dim=1)
+        f = torch.cat([fts_box[:, rows, ind_row], fts_box[:, ind_col, cols]], dim=1).t()
+        norm = torch.norm(f, 2, 1).view(-1, 1)
+        cos = torch.div(f @ f.t(), norm @ norm.t() + 1e-7)
+        dis = dis + torch.sum(1 - cos + 1e-5)
+        dis_n += cos.numel()
+        ce = ce + F.cross_entropy(points.t(), torch.full((points.shape[1],), c), reduction="sum")
+        ce_n += points.shape[1]
+        sim = F.cosine_similarity(fts_box.reshape(fts.shape[0], -1), f.mean(0)[:, None], dim=0)
+        region = seeds[box.y0:box.y1 + 1, box.x0:box.x1 + 1]
+        prune = (sim.view(region.shape) < 0) & (region == c)
+        region[prune] = 255
+    return ce / ce_n + dis / dis_n, seeds
+
+
+def test_mp_loss_on_crops_equals_full_resolution():
+    torch.manual_seed(3)
+    h, w, size = 6, 8, (48, 64)
+    grid = torch.randn(21, h, w, dtype=torch.float64, requires_grad=True)
+    emb = torch.randn(16, h, w, dtype=torch.float64, requires_grad=True)
+    seeds = torch.randint(0, 3, size)
+    seeds[seeds == 2] = 7
+    seeds[torch.rand(size) < 0.2] = 255
+    boxes = [Box(7, 3, 5, 30, 40), Box(7, 20, 0, 63, 20), Box(3, 0, 30, 10, 47), Box(7, 40, 44, 40, 47)]
+
+    loss, pruned = mp_loss(upsample(grid, size), emb, boxes, seeds)
+    loss.backward()
+    grads = grid.grad.clone(), emb.grad.clone()
+    grid.grad, emb.grad = None, None
+
+    ref, ref_pruned = published_mp(upsample(grid, size), upsample(emb, size), boxes, seeds)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(grads[0], grid.grad, rtol=0, atol=1e-10)
+    torch.testing.assert_close(grads[1], emb.grad, rtol=0, atol=1e-10)
+    assert torch.equal(pruned, ref_pruned)
+    assert ((pruned == 255) & (seeds == 7)).any()  # the check pruned something
+    assert (seeds != 255).sum() > (pruned != 255).sum()  # and the input was not modified
+
+
+def test_mp_loss_without_boxes_is_zero():
+    loss, pruned = mp_loss(torch.randn(21, 16, 16), torch.randn(8, 2, 2), [], torch.zeros(16, 16).long())
+    assert loss.item() == 0.0 and torch.equal(pruned, torch.zeros(16, 16).long())
+
+
+@pytest.mark.parametrize("radius,logt", [(1, 3), (3, 4), (4, 2)])
+def test_random_walk_equals_dense_repeated_squaring(radius, logt):
+    torch.manual_seed(4)
+    h, w, beta = 7, 9, 8
+    aff = torch.rand(2 * radius + 1, 2 * radius + 1, h, w, dtype=torch.float64) * 0.5 + 0.5
+    graph = window_graph(aff, radius, self_weight=None)
+    dense, _ = graph.to_dense()
+    trans = dense.pow(beta)
+    trans = trans / trans.sum(dim=0, keepdim=True)
+    for _ in range(logt):
+        trans = trans @ trans
+    scores = torch.rand(5, h, w, dtype=torch.float64)
+    ref = (scores.reshape(5, -1) @ trans).reshape(5, h, w)
+    torch.testing.assert_close(random_walk(scores, graph, beta, logt), ref, rtol=1e-9, atol=1e-12)
+
+
+def test_gated_crf_term_equals_potts_formula():
+    torch.manual_seed(5)
+    c, h, w, r = 3, 5, 7, 5
+    probs = F.softmax(torch.randn(c, h, w, dtype=torch.float64), dim=0)
+    image = torch.randn(3, h, w, dtype=torch.float64)
+    total = 0.0
+    for y in range(h):
+        for x in range(w):
+            for yy in range(max(0, y - r), min(h, y + r + 1)):
+                for xx in range(max(0, x - r), min(w, x + r + 1)):
+                    if (yy, xx) == (y, x):
+                        continue
+                    d2 = ((image[:, y, x] - image[:, yy, xx]) ** 2).sum() / 0.1 ** 2
+                    d2 = d2 + ((y - yy) ** 2 + (x - xx) ** 2) / 6 ** 2
+                    k = math.exp(-0.5 * d2)
+                    total += k * (1 - (probs[:, y, x] * probs[:, yy, xx]).sum())
+    torch.testing.assert_close(gated_crf_term(probs, image), torch.tensor(float(total) / (h * w), dtype=torch.float64))

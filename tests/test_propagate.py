@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tool.propagate import PropagateConfig, node_features, propagate
+from voc12.annotations import Box
+
+H, W = 90, 124  # image size; padded to 96 x 128, grid 12 x 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny graphs: one thread is faster and does not suffer from a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def synthetic_scene(seed=0, radius=2):
+    """A label map with two objects, noisy features and affinities made from it, partial seeds."""
+    g = torch.Generator().manual_seed(seed)
+    hp, wp = 96, 128
+    gt = torch.zeros(hp, wp, dtype=torch.long)
+    gt[16:64, 16:56] = 3
+    gt[40:88, 72:120] = 8
+    gt[H:], gt[:, W:] = 255, 255
+    grid = gt[4::8, 4::8].clone()  # label of each cell (centre pixel)
+    grid[grid == 255] = 0
+    h, w = grid.shape
+    features = F.one_hot(grid, 21).permute(2, 0, 1).float().repeat(2, 1, 1)  # (42, h, w)
+    features = (features + 0.6 * torch.rand(features.shape, generator=g)).clamp(min=0)
+    d = 2 * radius + 1
+    same = F.unfold(grid[None, None].float(), d, padding=radius).view(d, d, h, w) == grid.float()
+    aff = torch.where(same, 0.9, 0.2) + 0.1 * torch.rand(d, d, h, w, generator=g)
+    seeds = torch.full((hp, wp), 255, dtype=torch.long)
+    seeds[28:44, 28:40] = 3
+    seeds[56:70, 88:100] = 8
+    seeds[0:8, :W] = 0
+    seeds[:H, 0:6] = 0
+    colour = torch.tensor([[0.0, 0.0, 0.0], [1.0, -0.5, 0.2], [-0.8, 0.6, 0.9]])  # bg, class 3, class 8
+    image = colour[(gt == 3) + 2 * (gt == 8)].permute(2, 0, 1) + 0.05 * torch.randn(3, hp, wp, generator=g)
+    image[:, H:] = 0
+    image[:, :, W:] = 0
+    return features, aff, seeds, image, gt
+
+
+def miou(pred, gt, classes=(0, 3, 8)):
+    ious = []
+    for c in classes:
+        inter = ((pred == c) & (gt == c)).sum().item()
+        union = ((pred == c) | (gt == c)).sum().item()
+        ious.append(inter / union)
+    return float(np.mean(ious))
+
+
+@pytest.mark.parametrize("schedule", ["others", "box"])
+def test_propagation_recovers_objects_beyond_the_seeds(schedule):
+    features, aff, seeds, image, gt = synthetic_scene()
+    boxes = [Box(3, 16, 16, 55, 63), Box(8, 72, 40, 119, 87)] if schedule == "box" else None
+    cfg = PropagateConfig(schedule=schedule, epochs=40, lr=0.1, hidden=64, seed=0)
+    probs = propagate(features, aff, seeds, image, (H, W), cfg, boxes=boxes)
+    assert probs.shape == (21, H, W)
+    torch.testing.assert_close(probs.sum(0), torch.ones(H, W))
+    pred = probs.argmax(0)
+    gt = gt[:H, :W]
+    coverage = (seeds[:H, :W] != 255).float().mean().item()
+    score = miou(pred, gt)
+    assert score > 0.8 > coverage, (score, coverage)
+
+
+def test_propagation_is_deterministic_under_a_seed():
+    features, aff, seeds, image, _ = synthetic_scene(radius=1)
+    cfg = PropagateConfig(schedule="others", epochs=3, hidden=16, seed=7)
+    a = propagate(features, aff, seeds, image, (H, W), cfg)
+    b = propagate(features, aff, seeds, image, (H, W), cfg)
+    c = propagate(features, aff, seeds, image, (H, W), PropagateConfig(schedule="others", epochs=3,
+                                                                        hidden=16, seed=8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_random_walk_fusion_runs_on_unpadded_cams():
+    features, aff, seeds, image, gt = synthetic_scene(radius=2)
+    cams = torch.zeros(2, H, W)
+    cams[0][gt[:H, :W] == 3] = 0.9
+    cams[1][gt[:H, :W] == 8] = 0.8
+    cfg = PropagateConfig(schedule="others", epochs=2, hidden=16, rw=True, logt=3)
+    probs = propagate(features, aff, seeds, image, (H, W), cfg, cams=cams, cam_classes=torch.tensor([3, 8]))
+    torch.testing.assert_close(probs.sum(0), torch.ones(H, W))
+    no_rw = propagate(features, aff, seeds, image, (H, W), PropagateConfig(schedule="others", epochs=2,
+                                                                            hidden=16))
+    # the walk moves probability towards the CAM classes inside the objects
+    inside = gt[:H, :W] == 8
+    assert probs[8][inside].mean() > no_rw[8][inside].mean()
+
+
+def test_node_features_are_l1_normalized_with_zero_guard():
+    features = torch.rand(6, 3, 4)
+    features[:, 1, 2] = 0
+    x = node_features(features)
+    assert x.shape == (12, 6)
+    sums = x.abs().sum(1)
+    assert sums[1 * 4 + 2] == 0
+    torch.testing.assert_close(sums[torch.arange(12) != 6], torch.ones(11))
+
+
+def test_inputs_are_checked():
+    features, aff, seeds, image, _ = synthetic_scene()
+    with pytest.raises(ValueError, match="seeds must be"):
+        propagate(features, aff, seeds[:-8], image, (H, W), PropagateConfig(schedule="others"))
+    with pytest.raises(ValueError, match="needs boxes"):
+        propagate(features, aff, seeds, image, (H, W), PropagateConfig(schedule="box"))
+    bad = seeds.clone()
+    bad[0, 0] = 30
+    with pytest.raises(ValueError, match="seed labels"):
+        propagate(features, aff, bad, image, (H, W), PropagateConfig(schedule="others"))

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train_infer_A2GNN_box as box_script
+import train_infer_A2GNN_others as others_script
+from network.resnet38_aff_gated import Net
+from tool.cam import save_cams
+from tool.checkpoint import save_checkpoint
+from tool.label_io import load_npz, read_label_png, save_label_png
+
+SIZE = (44, 60)  # H, W: not multiples of 8
+IDS = ["2007_000001", "2007_000002"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def fake_voc(tmp_path_factory):
+    """A two-image VOC root with seeds, boxes, CAMs and a width-1/8 affinity-net checkpoint; the list also
+    names an image without a seed PNG."""
+    root = tmp_path_factory.mktemp("voc")
+    rng = np.random.default_rng(0)
+    (root / "JPEGImages").mkdir()
+    (root / "Annotations").mkdir()
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for image_id in [*IDS, "2007_000003"]:
+        image = rng.integers(0, 60, (*SIZE, 3), dtype=np.uint8)
+        image[10:30, 20:45] = (200, 40, 40)
+        Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg")
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            "<annotation><size><width>60</width><height>44</height><depth>3</depth></size>"
+            "<object><name>cat</name><difficult>0</difficult><bndbox><xmin>21</xmin><ymin>11</ymin>"
+            "<xmax>45</xmax><ymax>30</ymax></bndbox></object></annotation>")
+        cams = np.zeros((1, *SIZE), np.float32)
+        cams[0, 10:30, 20:45] = 0.9
+        save_cams(root / "cams" / f"{image_id}.npz", np.array([8]), cams)
+    for image_id in IDS:
+        seeds = np.full(SIZE, 255, np.uint8)
+        seeds[:6] = 0
+        seeds[15:25, 28:38] = 8
+        save_label_png(root / "seeds" / f"{image_id}.png", seeds)
+    (root / "ImageSets" / "Segmentation" / "tiny.txt").write_text("\n".join([*IDS, "2007_000003"]) + "\n")
+    torch.manual_seed(0)
+    save_checkpoint(Net(width=0.125), root / "aff.pth")
+    return root
+
+
+def common_flags(root, out):
+    return ["--voc12_root", str(root), "--weights", str(root / "aff.pth"), "--backbone_width", "0.125",
+            "--infer_list", "tiny.txt", "--seed_label_root", str(root / "seeds"), "--save_path", str(out),
+            "--epochs", "2", "--hidden", "16", "--device", "cpu"]
+
+
+def test_box_script_writes_labels_resumes_and_reports_failures(fake_voc, tmp_path, capsys):
+    out = tmp_path / "box_pred"
+    flags = [*common_flags(fake_voc, out), "--save_probs", str(tmp_path / "probs"), "--radius", "2"]
+    args = box_script.get_args_parser().parse_args(flags)
+    assert args.BoxXmlpath is None and args.lr == 0.035
+    summary = box_script.main(args)
+    assert summary.done == 2 and summary.skipped == 0
+    assert [image_id for image_id, _ in summary.failed] == ["2007_000003"]
+    assert "2007_000003.png" in summary.failed[0][1]  # names the missing seed file
+    assert summary.exit_code == 1
+    for image_id in IDS:
+        label = read_label_png(out / f"{image_id}.png")
+        assert label.shape == SIZE and set(np.unique(label)) <= {0, 8}
+        probs = load_npz(tmp_path / "probs" / f"{image_id}.npz")["probs"]
+        assert probs.shape == (21, *SIZE) and probs.dtype == np.float16
+    assert "failed 1" in capsys.readouterr().out
+
+    again = box_script.main(box_script.get_args_parser().parse_args(flags))
+    assert again.skipped == 2 and again.done == 0 and len(again.failed) == 1
+
+
+def test_others_script_with_random_walk(fake_voc, tmp_path):
+    out = tmp_path / "point_pred"
+    flags = [*common_flags(fake_voc, out), "--rw", "True", "--cam_dir", str(fake_voc / "cams"),
+             "--logt", "2", "--infer_list", str(fake_voc / "ImageSets" / "Segmentation" / "tiny.txt")]
+    args = others_script.get_args_parser().parse_args(flags)
+    assert args.rw is True and args.radius == 3 and args.epochs == 2
+    summary = others_script.main(args)
+    assert summary.done == 2 and summary.exit_code == 1
+    assert all((out / f"{image_id}.png").is_file() for image_id in IDS)
+
+
+def test_rw_flag_parses_false_as_off():
+    args = others_script.get_args_parser().parse_args(["--voc12_root", "x", "--rw", "False"])
+    assert args.rw is False and args.epochs == 50 and args.lr == 0.03

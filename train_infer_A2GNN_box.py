@@ -1,0 +1,28 @@
+"""Stage 3, box supervision: per-image A2GNN on box seeds with the MP loss (SPEC §3).
+
+    python train_infer_A2GNN_box.py --voc12_root VOC2012 --BoxXmlpath VOC2012/Annotations \
+        --weights netWeights/final_model/aff_box.pth --save_path out/box_pred \
+        --seed_label_root data/Init_Label/SEAM_Box
+"""
+
+import argparse
+import sys
+
+from tool.propagate import add_a2gnn_arguments, run_a2gnn
+from tool.runner import RunSummary
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="A2GNN pseudo labels from box supervision")
+    add_a2gnn_arguments(parser, "box")
+    parser.add_argument("--BoxXmlpath", default=None, type=str,
+                        help="folder of VOC XML box annotations <id>.xml (default: voc12_root/Annotations)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> RunSummary:
+    return run_a2gnn(args, "box")
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()).exit_code)
