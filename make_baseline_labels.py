@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from tool.box_labels import box_fill_label, grabcut_label
+from tool.cli import str2bool
 from tool.label_io import read_image, read_label_png, save_label_png
 from tool.runner import run_per_image
 from voc12 import IGNORE
@@ -55,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed_dir", default=None, help="seed label folder (--method seeds)")
     parser.add_argument("--seed", type=int, default=0, help="OpenCV random seed for GrabCut")
     parser.add_argument("--shard", default=None, help="'i/n': process every n-th id starting at i")
-    parser.add_argument("--overwrite", action="store_true", help="redo images whose output exists")
+    parser.add_argument("--overwrite", default=False, type=str2bool, help="redo images whose output exists")
     return parser
 
 

@@ -1,0 +1,137 @@
+"""Stage 1: multi-scale CAMs of the SEAM classifier, dense-CRF labels and confident seeds (SPEC §1.1).
+
+Writes, per image and for each output folder given: ``--out_cam`` CAM arrays (``.npz``, see
+``tool.cam.save_cams``), ``--out_cam_pred`` the CAM argmax label, ``--out_la_crf``/``--out_ha_crf`` the CRF
+marginals at the low/high alpha (``.npz``: ``classes`` (K+1,) with 0 first, ``probs`` (K+1, H, W)),
+``--crf`` the confident ("top 40%") seed PNGs and ``--ori_crf`` the full (unmasked) CRF label PNGs.
+A folder given as ``none`` is not written. Existing outputs are skipped (resume); ``--shard i/n`` or
+torchrun splits the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from tool.cam import cam_label, confident_seeds, crf_with_alpha, multiscale_cam, save_cams
+from tool.checkpoint import load_checkpoint
+from tool.cli import default_device, str2bool
+from tool.dist import parse_shard, shard_ids
+from tool.label_io import save_label_png, save_npz
+from tool.runner import RunSummary, run_per_image
+from voc12.data import CAM_SCALES, MultiScaleFlipDataset
+from voc12.lists import read_id_list, resolve_list
+from voc12.make_cls_labels import image_labels
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="SEAM CAMs, CRF labels and confident seeds (stage 1).")
+    parser.add_argument("--weights", default="netWeights/resnet38_SEAM.pth", type=str)
+    parser.add_argument("--network", default="network.resnet38_SEAM", type=str)
+    parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone width of the checkpoint")
+    parser.add_argument("--infer_list", default="train_aug.txt", type=str,
+                        help="id list: a path, or a name in <voc12_root>/ImageSets/Segmentation")
+    parser.add_argument("--num_workers", default=1, type=int, help="image loading processes")
+    parser.add_argument("--voc12_root", default="VOC2012", type=str)
+    parser.add_argument("--cls_labels", default=None, type=str,
+                        help="image labels (.npz of voc12/make_cls_labels.py); default: read the XML files")
+    parser.add_argument("--scales", default=list(CAM_SCALES), type=float, nargs="+")
+    parser.add_argument("--low_alpha", default=4, type=float, help="background power of the low CRF")
+    parser.add_argument("--high_alpha", default=24, type=float, help="background power of the high CRF")
+    parser.add_argument("--out_cam", default=None, type=str, help="folder of CAM .npz files")
+    parser.add_argument("--out_cam_pred", default=None, type=str, help="folder of CAM argmax PNGs")
+    parser.add_argument("--out_cam_pred_alpha", default=4, type=float,
+                        help="background score (1 - max cam)^alpha of --out_cam_pred (4 ≈ threshold 0.28)")
+    parser.add_argument("--out_crf", default=None, type=str,
+                        help="prefix: CRF marginals into <prefix>_<low_alpha> and <prefix>_<high_alpha>")
+    parser.add_argument("--out_la_crf", default=None, type=str, help="folder of low-alpha CRF marginals")
+    parser.add_argument("--out_ha_crf", default=None, type=str, help="folder of high-alpha CRF marginals")
+    parser.add_argument("--crf", default="data/SEAM_Image", type=str, help="folder of confident seed PNGs")
+    parser.add_argument("--ori_crf", default="data/SEAM_Image_Full", type=str,
+                        help="folder of full (top 100%%) CRF label PNGs")
+    parser.add_argument("--device", default=default_device(), type=str)
+    parser.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
+    parser.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
+    parser.add_argument("--seed", default=0, type=int)
+    return parser
+
+
+def _folder(value: str | None) -> Path | None:
+    return None if value is None or value.lower() == "none" else Path(value)
+
+
+def _first(batch: list[dict]) -> dict:
+    return batch[0]
+
+
+def main(args: argparse.Namespace) -> RunSummary:
+    torch.manual_seed(args.seed)
+    prefix = args.out_crf
+    folders = {
+        "cam": (_folder(args.out_cam), ".npz"),
+        "cam_pred": (_folder(args.out_cam_pred), ".png"),
+        "la_crf": (_folder(args.out_la_crf or (prefix and f"{prefix}_{args.low_alpha:.1f}")), ".npz"),
+        "ha_crf": (_folder(args.out_ha_crf or (prefix and f"{prefix}_{args.high_alpha:.1f}")), ".npz"),
+        "seed": (_folder(args.crf), ".png"),
+        "full": (_folder(args.ori_crf), ".png"),
+    }
+    folders = {name: (folder, ext) for name, (folder, ext) in folders.items() if folder is not None}
+    if not folders:
+        raise ValueError("nothing to write: give at least one of --out_cam, --out_cam_pred, --out_crf, "
+                         "--out_la_crf, --out_ha_crf, --crf, --ori_crf")
+
+    def outputs(image_id: str) -> list[Path]:
+        return [folder / f"{image_id}{ext}" for folder, ext in folders.values()]
+
+    ids = read_id_list(resolve_list(args.infer_list, args.voc12_root))
+    labels = image_labels(args.voc12_root, ids, args.cls_labels)
+    device = torch.device(args.device)
+    net = importlib.import_module(args.network).Net(width=args.backbone_width)
+    load_checkpoint(net, args.weights, strict=True)
+    net.eval().to(device)
+
+    # Load, in worker processes, exactly the images the runner will ask for, in its order.
+    mine = shard_ids(ids, *parse_shard(args.shard))
+    pending = [i for i in mine if args.overwrite or not all(p.exists() for p in outputs(i))]
+    dataset = MultiScaleFlipDataset(ids, args.voc12_root, scales=args.scales, labels=labels)
+    position = {image_id: k for k, image_id in enumerate(ids)}
+    items = iter(DataLoader(Subset(dataset, [position[i] for i in pending]), batch_size=1, shuffle=False,
+                            num_workers=args.num_workers, collate_fn=_first))
+    need_crf = bool({"la_crf", "ha_crf", "seed", "full"} & set(folders))
+
+    def process(image_id: str) -> None:
+        item = next(items)
+        if item["id"] != image_id:
+            raise RuntimeError(f"loader out of step: got {item['id']}, expected {image_id}")
+        label = item["label"].numpy()
+        classes = np.flatnonzero(label > 0) + 1
+        cams = multiscale_cam(net, item["inputs"], item["label"], item["size"])[classes - 1]
+        path = {name: folder / f"{image_id}{ext}" for name, (folder, ext) in folders.items()}
+        if "cam" in path:
+            save_cams(path["cam"], classes, cams)
+        if "cam_pred" in path:
+            save_label_png(path["cam_pred"], cam_label(classes, cams, args.out_cam_pred_alpha))
+        if not need_crf:
+            return
+        present = np.concatenate([[0], classes])
+        crf_la = crf_with_alpha(item["image"], classes, cams, args.low_alpha)
+        crf_ha = crf_with_alpha(item["image"], classes, cams, args.high_alpha)
+        for name, crf in (("la_crf", crf_la), ("ha_crf", crf_ha)):
+            if name in path:
+                save_npz(path[name], classes=present, probs=crf[present])
+        seed, full = confident_seeds(classes, cams, crf_la, crf_ha, high_alpha=args.high_alpha)
+        if "seed" in path:
+            save_label_png(path["seed"], seed)
+        if "full" in path:
+            save_label_png(path["full"], full)
+
+    return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(get_args_parser().parse_args()).exit_code)

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+import make_synthetic_voc
+import train_SEAM
+from network import resnet38d
+from network.resnet38_SEAM import Net
+from tool.checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    make_synthetic_voc.main(make_synthetic_voc.get_args_parser().parse_args(
+        ["--out", str(root), "--num_train", "8", "--num_val", "1", "--min_size", "40", "--max_size", "56"]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def init_weights(tmp_path_factory):
+    """Trainable random weights: He init, last conv of every residual branch zeroed (identity blocks)."""
+    torch.manual_seed(0)
+    net = Net(width=0.0625)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d) and all(m is not s for s in net.from_scratch_layers):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if isinstance(m, resnet38d.ResBlock):
+            torch.nn.init.zeros_(m.conv_branch2b1.weight)
+        if isinstance(m, resnet38d.ResBlockBottleneck):
+            torch.nn.init.zeros_(m.conv_branch2b2.weight)
+    path = tmp_path_factory.mktemp("weights") / "init.pth"
+    save_checkpoint(net, path)
+    return path
+
+
+def train_args(root, weights, out, *extra):
+    return train_SEAM.get_args_parser().parse_args([
+        "--voc12_root", str(root), "--train_list", "train.txt", "--weights", str(weights),
+        "--backbone_width", "0.0625", "--crop_size", "48", "--resize_long", "40", "56",
+        "--batch_size", "4", "--num_workers", "0", "--lr", "0.05", "--device", "cpu",
+        "--save_dir", str(out), "--session_name", "tiny", *extra])
+
+
+@pytest.mark.slow
+def test_classification_loss_falls_checkpoint_loads_and_resume_continues(tiny_voc, init_weights, tmp_path):
+    history = train_SEAM.main(train_args(tiny_voc, init_weights, tmp_path, "--max_epoches", "3"))
+    assert len(history) == 3
+    assert history[-1]["cls"] < history[0]["cls"] - 0.05
+    state = torch.load(tmp_path / "tiny.pth", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    Net(width=0.0625).load_state_dict(state, strict=True)
+
+    saved = torch.load(tmp_path / "tiny_state.pth", weights_only=True)
+    assert saved["epoch"] == 2 and saved["step"] == 6  # 8 images / batch 4 = 2 steps per epoch
+    history = train_SEAM.main(train_args(tiny_voc, init_weights, tmp_path / "b", "--max_epoches", "4",
+                                         "--resume", str(tmp_path / "tiny_state.pth")))
+    assert len(history) == 1  # only the fourth epoch ran
+    saved = torch.load(tmp_path / "b" / "tiny_state.pth", weights_only=True)
+    assert saved["epoch"] == 3 and saved["step"] == 8
