@@ -2,21 +2,30 @@
 
 At VOC size (375×500 → 376×504 padded → 47×63 nodes, 5632-d features, r = 4, box schedule with two
 boxes) both variants run the same training step on the same inputs: ours = ``tool.propagate.train_step``
-(window graph, tiled attention, MP loss on box points); dense = the published formulation written
-below (``N × N`` adjacency, window mask and cosine matrices with −1e9 masking, embeddings upsampled to
-full resolution for the MP loss). Seed loss and gated CRF term are shared code.
+(window graph, tiled attention, seed loss with its gradient in one pass, MP loss on box crops and
+points, CRF kernel built once per image and counted in the setup); dense = the published formulation
+written below (``N × N`` adjacency, window mask and cosine matrices with −1e9 masking, logits and 256-d
+embeddings upsampled to full resolution every epoch for the seed and MP losses, the gated CRF loss
+module called every epoch). Graph build for dense is our vectorized ``to_dense`` (faster than the
+published Python loop over nodes; it only favours dense, and is outside the 300 epochs anyway).
 
-Time: mean seconds of a step of phase 1 (seed + MP) and phase 2 (+ 0.01·CRF) after one warm-up step;
-per image = graph build + 150 steps of each phase (the box schedule) + inference, extrapolated from
-the measured steps. Peak memory: each variant runs in a fresh child process. On CPU the child resets
-its peak resident set (``echo 5 > /proc/self/clear_refs``) right before the steps and reports
-``VmHWM − VmRSS`` (the growth of the resident set during the steps), with glibc's mmap threshold at
-64 KiB so that freed tensors leave the resident set; where ``/proc`` cannot be reset it falls back to
-``ru_maxrss``. On CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the steps.
+Time: median seconds of a step of phase 1 (seed + MP) and phase 2 (+ 0.01·CRF) after one warm-up step
+(the median resists bursts of other work on a shared machine),
+in a child process with the default allocator; per image = graph build + 150 steps of each phase (the
+box schedule) + inference, extrapolated from the measured steps.
+Peak memory of the GNN step = the largest memory in use during one step of each phase minus the memory
+in use right before them, after one warm-up step of each phase: what is held across steps (inputs, node
+features, graph structure, model, gradients and Adam state) is not counted, for either variant (so the
+dense variant's two ``N × N`` structure matrices are not counted either). It is measured in a separate
+child: on CPU it resets the peak resident set (``echo 5 > /proc/self/clear_refs``) before the steps and
+reports ``VmHWM − VmRSS``, with glibc's mmap threshold at 64 KiB so that freed tensors leave the
+resident set (that setting slows allocation down, hence the separate child for time); where ``/proc``
+cannot be reset it falls back to ``ru_maxrss``. On CUDA: ``torch.cuda.max_memory_allocated`` minus the
+memory allocated before the steps.
 Scaling: our step at 1×, 2×, 4× the pixels.
 
-    python benchmarks/bench_a2gnn.py            # 3 timed steps per phase
-    python benchmarks/bench_a2gnn.py --quick    # 1 timed step per phase, under a minute on 2 cores
+    python benchmarks/bench_a2gnn.py --threads 2   # 3 timed steps per phase
+    python benchmarks/bench_a2gnn.py --quick       # 1 timed step per phase, about a minute on 2 cores
     python benchmarks/bench_a2gnn.py --threads 1   # single-threaded (steadier on a shared machine)
 """
 
@@ -26,6 +35,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +48,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from network.a2gnn import A2GNN  # noqa: E402
-from tool.a2gnn_losses import gated_crf_term, seed_loss  # noqa: E402
+from tool.a2gnn_losses import CRF_KERNELS, CRF_RADIUS, crf_kernel_graph  # noqa: E402
+from tool.gated_crf_loss import GatedCRFLoss  # noqa: E402
 from tool.graph import window_graph  # noqa: E402
 from tool.propagate import CRF_WEIGHT, node_features, train_step, upsample  # noqa: E402
 from voc12.annotations import Box  # noqa: E402
@@ -109,6 +120,15 @@ def dense_mp_loss(pred, fts, boxes, seeds):
     return ce / ce_n + dis / dis_n, seeds
 
 
+def dense_seed_loss(pred, seeds):
+    """Published seed loss on the full-resolution logits: CE over background seeds + CE over foreground."""
+    background, foreground = seeds.clone(), seeds.clone()
+    background[seeds != 0] = 255
+    foreground[seeds == 0] = 255
+    return (F.cross_entropy(pred[None], background[None], ignore_index=255)
+            + F.cross_entropy(pred[None], foreground[None], ignore_index=255))
+
+
 def dense_step(model, x, dense, seeds, optimizer, boxes, crf_image, h, w):
     adj, aff_cropping = dense
     model.train()
@@ -118,9 +138,10 @@ def dense_step(model, x, dense, seeds, optimizer, boxes, crf_image, h, w):
     pred = upsample(grid, tuple(seeds.shape))
     fts_full = upsample(fts.t().reshape(-1, h, w), tuple(seeds.shape))
     mp, seeds = dense_mp_loss(pred, fts_full, boxes, seeds.clone())
-    loss = mp + seed_loss(pred, seeds)
+    loss = mp + dense_seed_loss(pred, seeds)
     if crf_image is not None:
-        loss = loss + CRF_WEIGHT["box"] * gated_crf_term(F.softmax(grid, dim=0), crf_image)
+        crf = GatedCRFLoss()(F.softmax(grid, dim=0)[None], CRF_KERNELS, CRF_RADIUS, {"rgb": crf_image[None]}, h, w)
+        loss = loss + CRF_WEIGHT["box"] * crf["loss"]
     loss.backward()
     optimizer.step()
     return seeds, loss.detach()
@@ -160,7 +181,9 @@ def _status_kib(field: str) -> int:
     raise OSError(field)
 
 
-def run_variant(variant: str, scale: float, steps: int, device: torch.device) -> dict:
+def run_variant(variant: str, scale: float, steps: int, device: torch.device, measure: str) -> dict:
+    """Run ``variant`` at ``scale`` in this process; ``measure`` is ``'time'`` (``steps`` timed steps per
+    phase) or ``'memory'`` (the peak of one step per phase after one warm-up step per phase)."""
     inputs = make_inputs(scale, device)
     h, w = inputs["h"], inputs["w"]
     torch.manual_seed(0)
@@ -168,17 +191,20 @@ def run_variant(variant: str, scale: float, steps: int, device: torch.device) ->
     start = time.perf_counter()
     x = node_features(inputs["features"])
     graph = window_graph(inputs["aff"], RADIUS)
+    crf_image = F.interpolate(inputs["image"][None], (h, w), mode="bilinear", align_corners=False)[0]
     if variant == "dense":
         adj, edges = graph.to_dense()
         structure = (adj, edges.float())
+        crf_input = crf_image
     else:
         structure = graph
         _ = graph.tiles
+        crf_input = crf_kernel_graph(crf_image)
+        _ = crf_input.tiles
     sync(device)
     setup = time.perf_counter() - start
     model = A2GNN(FEATURES, 256, 21, 3, 0.5).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.035, weight_decay=5e-4)
-    crf_image = F.interpolate(inputs["image"][None], (h, w), mode="bilinear", align_corners=False)[0]
     seeds, boxes = inputs["seeds"], inputs["boxes"]
 
     def step(crf):
@@ -186,16 +212,27 @@ def run_variant(variant: str, scale: float, steps: int, device: torch.device) ->
             return dense_step(model, x, structure, seeds, optimizer, boxes, crf, h, w)
         return train_step(model, x, structure, seeds, optimizer, boxes, crf, CRF_WEIGHT["box"])
 
-    base, reset = memory_mark(device)
-    seconds = []
-    for crf in (None, crf_image):
-        step(crf)  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
+    result = {"variant": variant, "scale": scale, "grid": f"{h}x{w}", "nodes": h * w}
+    if measure == "memory":
+        for crf in (None, crf_input):  # warm-up: optimizer state, lazy caches, code paths
             step(crf)
         sync(device)
-        seconds.append((time.perf_counter() - start) / steps)
+        base, reset = memory_mark(device)
+        for crf in (None, crf_input):
+            step(crf)
+        sync(device)
+        return {**result, "peak_mb": (memory_peak(device, reset) - base) / 2 ** 20}
+    seconds = []
+    for crf in (None, crf_input):
+        step(crf)  # warm-up
+        times = []
+        for _ in range(steps):
+            sync(device)
+            start = time.perf_counter()
+            step(crf)
+            sync(device)
+            times.append(time.perf_counter() - start)
+        seconds.append(statistics.median(times))
     model.eval()
     sync(device)
     start = time.perf_counter()
@@ -206,17 +243,16 @@ def run_variant(variant: str, scale: float, steps: int, device: torch.device) ->
             model(x, structure)
     sync(device)
     infer = time.perf_counter() - start
-    peak = memory_peak(device, reset) - base
-    return {"variant": variant, "scale": scale, "grid": f"{h}x{w}", "nodes": h * w,
-            "phase1_s": seconds[0], "phase2_s": seconds[1], "setup_s": setup + infer,
-            "image_s": setup + infer + EPOCHS_PER_PHASE * (seconds[0] + seconds[1]),
-            "peak_mb": peak / 2 ** 20}
+    return {**result, "phase1_s": seconds[0], "phase2_s": seconds[1], "setup_s": setup + infer,
+            "image_s": setup + infer + EPOCHS_PER_PHASE * (seconds[0] + seconds[1])}
 
 
-def child(variant: str, scale: float, steps: int, device: str, threads: int) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    cmd = [sys.executable, __file__, "--child", variant, "--scale", str(scale), "--steps", str(steps),
-           "--device", device, "--threads", str(threads)]
+def child(variant: str, scale: float, steps: int, device: str, threads: int, measure: str) -> dict:
+    env = dict(os.environ)
+    if measure == "memory":
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    cmd = [sys.executable, __file__, "--child", variant, "--measure", measure, "--scale", str(scale),
+           "--steps", str(steps), "--device", device, "--threads", str(threads)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -228,23 +264,30 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     parser.add_argument("--child", choices=["ours", "dense"], help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(run_variant(args.child, args.scale, args.steps, torch.device(args.device))))
+        print(json.dumps(run_variant(args.child, args.scale, args.steps, torch.device(args.device),
+                                     args.measure)))
         return
     steps = 1 if args.quick else args.steps
     print(f"device {args.device}, {torch.get_num_threads()} threads, {steps} timed step(s) per phase")
-    rows = [child(variant, scale, steps, args.device, args.threads)
+    rows = [child(variant, scale, steps, args.device, args.threads, "time")
             for variant, scale in (("dense", 1.0), ("ours", 1.0), ("ours", 2.0), ("ours", 4.0))]
+    for row in rows[:2]:
+        row["peak_mb"] = child(row["variant"], 1.0, 1, args.device, args.threads, "memory")["peak_mb"]
     header = (f"{'variant':8} {'pixels':>6} {'grid':>8} {'nodes':>6} {'phase1 s/ep':>12} {'phase2 s/ep':>12} "
               f"{'s/image':>9} {'peak MB':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
+        peak = f"{r['peak_mb']:>9.1f}" if "peak_mb" in r else f"{'':>9}"
         print(f"{r['variant']:8} {r['scale']:>5.0f}x {r['grid']:>8} {r['nodes']:>6} {r['phase1_s']:>12.4f} "
-              f"{r['phase2_s']:>12.4f} {r['image_s']:>9.1f} {r['peak_mb']:>9.1f}")
+              f"{r['phase2_s']:>12.4f} {r['image_s']:>9.1f} {peak}")
+    print("peak MB: memory in use during a step of each phase above what is held across steps (inputs, "
+          "graph, model, optimizer state)")
     dense, ours = rows[0], rows[1]
     per_step = {r["scale"]: r["phase1_s"] + r["phase2_s"] for r in rows[1:]}
     print(f"ours: 4x pixels take {per_step[4.0] / per_step[1.0]:.2f}x the time per step "

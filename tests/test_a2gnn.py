@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from network.a2gnn import A2GNN, AffinityAttention
+from network.a2gnn import A2GNN, AffinityAttention, relu_dropout
 from tool.graph import window_graph
 
 
@@ -35,7 +35,9 @@ def test_layer_forward_and_gradients_equal_dense(h, w, radius):
     weights, edges = graph.to_dense()
     torch.manual_seed(0)
     layer = AffinityAttention().double()
-    x = torch.randn(h * w, 6, dtype=torch.float64, requires_grad=True)  # signed: some cos < 0 are masked
+    x = torch.randn(h * w, 6, dtype=torch.float64)  # signed: some cos < 0 are masked
+    x[1] = 0  # a zero embedding (zero norm: cos 0, the norm's gradient is 0)
+    x.requires_grad_()
     out = layer(x, graph.tiles)
     target = torch.randn_like(out)
     (out * target).sum().backward()
@@ -97,3 +99,16 @@ def test_dropout_only_in_training():
     model.train()
     c, _ = model(x, graph)
     assert not torch.allclose(a, c)
+
+
+def test_relu_dropout_keeps_scaled_positive_entries():
+    torch.manual_seed(4)
+    x = torch.randn(400, 50, dtype=torch.float64, requires_grad=True)
+    out = relu_dropout(x, 0.5)
+    kept = out != 0
+    assert torch.equal(out[kept], 2 * x[kept])  # kept entries: relu(x) / (1 − rate)
+    assert (x[kept] > 0).all()
+    assert abs(kept.sum().item() / (x > 0).sum().item() - 0.5) < 0.02
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, 2.0 * kept.double())
+    assert torch.equal(relu_dropout(x, 0.0), F.relu(x))

@@ -7,11 +7,14 @@ import torch.nn.functional as F
 from tool.a2gnn_losses import (
     bilinear_at,
     bilinear_points,
+    crf_kernel_graph,
     gated_crf_term,
+    interpolation_matrix,
     mp_loss,
     random_walk,
     seed_loss,
 )
+from tool.gated_crf_loss import GatedCRFLoss
 from tool.graph import window_graph
 from voc12.annotations import Box
 
@@ -31,34 +34,61 @@ def test_bilinear_tables_equal_interpolate(hw, size):
                                rtol=0, atol=1e-12)
     ys = torch.randint(0, size[0], (50,))
     xs = torch.randint(0, size[1], (50,))
-    torch.testing.assert_close(bilinear_points(grid, ys, xs, size), full[:, ys, xs], rtol=0, atol=1e-12)
+    torch.testing.assert_close(bilinear_points(grid, ys, xs, size), full[:, ys, xs].t(), rtol=0, atol=1e-12)
 
 
-def test_seed_loss_is_balanced_cross_entropy():
+@pytest.mark.parametrize("hw,size", [((5, 7), (40, 56)), ((4, 6), (13, 21)), ((1, 3), (8, 24))])
+def test_interpolation_matrices_upsample_like_interpolate_with_gradients(hw, size):
+    torch.manual_seed(6)
+    grid = torch.randn(3, *hw, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(3, *size, dtype=torch.float64)
+    rows = interpolation_matrix(hw[0], size[0], torch.float64)
+    cols = interpolation_matrix(hw[1], size[1], torch.float64)
+    out = rows @ grid @ cols.t()
+    (out * target).sum().backward()
+    grad = grid.grad.clone()
+    grid.grad = None
+    ref = upsample(grid, size)
+    (ref * target).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, grid.grad, rtol=0, atol=1e-12)
+    # each output row of the 1-D matrix is a convex combination of at most two neighbouring inputs
+    matrix = interpolation_matrix(hw[1], size[1], torch.float64)
+    torch.testing.assert_close(matrix.sum(dim=1), torch.ones(size[1], dtype=torch.float64))
+    assert ((matrix > 0).sum(dim=1) <= 2).all()
+
+
+def test_seed_loss_is_balanced_cross_entropy_of_the_upsampled_logits():
     torch.manual_seed(1)
-    pred = torch.randn(21, 16, 24, dtype=torch.float64)
-    seeds = torch.randint(0, 21, (16, 24))
-    seeds[torch.rand(16, 24) < 0.4] = 255
-    seeds[torch.rand(16, 24) < 0.3] = 0
+    grid = torch.randn(21, 4, 6, dtype=torch.float64, requires_grad=True)
+    seeds = torch.randint(0, 21, (32, 48))
+    seeds[torch.rand(32, 48) < 0.4] = 255
+    seeds[torch.rand(32, 48) < 0.3] = 0
     bg = seeds.clone()
     bg[seeds != 0] = 255
     fg = seeds.clone()
     fg[seeds == 0] = 255
-    ref = (F.cross_entropy(pred[None], bg[None], ignore_index=255)
-           + F.cross_entropy(pred[None], fg[None], ignore_index=255))
-    torch.testing.assert_close(seed_loss(pred, seeds), ref)
+    loss = seed_loss(grid, seeds)
+    loss.backward()
+    grad = grid.grad.clone()
+    grid.grad = None
+    pred = upsample(grid, (32, 48))[None]
+    ref = F.cross_entropy(pred, bg[None], ignore_index=255) + F.cross_entropy(pred, fg[None], ignore_index=255)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, grid.grad, rtol=0, atol=1e-12)
 
 
 def test_seed_loss_empty_terms_are_zero():
-    pred = torch.randn(21, 8, 8, dtype=torch.float64, requires_grad=True)
-    only_bg = torch.full((8, 8), 255)
+    grid = torch.randn(21, 2, 2, dtype=torch.float64, requires_grad=True)
+    only_bg = torch.full((16, 16), 255)
     only_bg[:2] = 0
-    ref = F.cross_entropy(pred[None], only_bg[None], ignore_index=255)
-    torch.testing.assert_close(seed_loss(pred, only_bg), ref)
-    nothing = seed_loss(pred, torch.full((8, 8), 255))
+    ref = F.cross_entropy(upsample(grid, (16, 16))[None], only_bg[None], ignore_index=255)
+    torch.testing.assert_close(seed_loss(grid, only_bg), ref)
+    nothing = seed_loss(grid, torch.full((16, 16), 255))
     assert nothing.item() == 0.0
     nothing.backward()
-    assert torch.isfinite(pred.grad).all()
+    assert torch.isfinite(grid.grad).all() and (grid.grad == 0).all()
 
 
 def published_mp(pred, fts, boxes, seeds):
@@ -98,7 +128,7 @@ def test_mp_loss_on_crops_equals_full_resolution():
     seeds[torch.rand(size) < 0.2] = 255
     boxes = [Box(7, 3, 5, 30, 40), Box(7, 20, 0, 63, 20), Box(3, 0, 30, 10, 47), Box(7, 40, 44, 40, 47)]
 
-    loss, pruned = mp_loss(upsample(grid, size), emb, boxes, seeds)
+    loss, pruned = mp_loss(grid, emb, boxes, seeds)
     loss.backward()
     grads = grid.grad.clone(), emb.grad.clone()
     grid.grad, emb.grad = None, None
@@ -114,7 +144,7 @@ def test_mp_loss_on_crops_equals_full_resolution():
 
 
 def test_mp_loss_without_boxes_is_zero():
-    loss, pruned = mp_loss(torch.randn(21, 16, 16), torch.randn(8, 2, 2), [], torch.zeros(16, 16).long())
+    loss, pruned = mp_loss(torch.randn(21, 2, 2), torch.randn(8, 2, 2), [], torch.zeros(16, 16).long())
     assert loss.item() == 0.0 and torch.equal(pruned, torch.zeros(16, 16).long())
 
 
@@ -150,4 +180,14 @@ def test_gated_crf_term_equals_potts_formula():
                     d2 = d2 + ((y - yy) ** 2 + (x - xx) ** 2) / 6 ** 2
                     k = math.exp(-0.5 * d2)
                     total += k * (1 - (probs[:, y, x] * probs[:, yy, xx]).sum())
-    torch.testing.assert_close(gated_crf_term(probs, image), torch.tensor(float(total) / (h * w), dtype=torch.float64))
+    ref = torch.tensor(float(total) / (h * w), dtype=torch.float64)
+    torch.testing.assert_close(gated_crf_term(probs.flatten(1).t(), crf_kernel_graph(image)), ref)
+    # the same value as the shared GatedCRFLoss module, and the same gradient
+    logits = torch.randn(c, h, w, dtype=torch.float64, requires_grad=True)
+    gated_crf_term(F.softmax(logits, dim=0).flatten(1).t(), crf_kernel_graph(image)).backward()
+    grad = logits.grad.clone()
+    logits.grad = None
+    module = GatedCRFLoss()(F.softmax(logits, dim=0)[None], [{"weight": 1, "xy": 6, "rgb": 0.1}], 5,
+                            {"rgb": image[None]}, h, w)["loss"]
+    module.backward()
+    torch.testing.assert_close(grad, logits.grad, rtol=0, atol=1e-12)

@@ -44,6 +44,11 @@ class TiledWindows:
     weight: Tensor
     mask: Tensor
 
+    @functools.cached_property
+    def excluded(self) -> Tensor:
+        """``~mask``, kept for the graph's lifetime (every attention layer of every epoch uses it)."""
+        return ~self.mask
+
 
 @dataclass
 class WindowGraph:

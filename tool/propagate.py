@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from network.a2gnn import A2GNN
-from tool.a2gnn_losses import gated_crf_term, mp_loss, random_walk, seed_loss
+from tool.a2gnn_losses import crf_kernel_graph, gated_crf_term, mp_loss, random_walk, seed_loss
 from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import default_device, str2bool
@@ -78,23 +78,22 @@ def upsample(grid: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def train_step(model: A2GNN, x: Tensor, graph: WindowGraph, seeds: Tensor, optimizer: torch.optim.Optimizer,
-               boxes: Sequence[Box] | None, crf_image: Tensor | None,
+               boxes: Sequence[Box] | None, crf_kernel: WindowGraph | None,
                crf_weight: float) -> tuple[Tensor, Tensor]:
     """One epoch (one full-graph step). ``boxes``: MP loss with consistency checking when not ``None``;
-    ``crf_image`` ``(3, h, w)``: add ``crf_weight ×`` the gated CRF term. Returns ``(pruned seeds, loss)``
-    (the seeds of the next epoch; unchanged without boxes)."""
+    ``crf_kernel`` (``crf_kernel_graph`` of the image at grid size): add ``crf_weight ×`` the gated CRF
+    term. Returns ``(pruned seeds, loss)`` (the seeds of the next epoch; unchanged without boxes)."""
     model.train()
     optimizer.zero_grad()
     logits, embedding = model(x, graph)
     grid = logits.t().reshape(-1, graph.h, graph.w)
-    pred = upsample(grid, tuple(seeds.shape))
     loss = grid.new_zeros(())
-    if boxes is not None:
-        mp, seeds = mp_loss(pred, embedding.t().reshape(-1, graph.h, graph.w), boxes, seeds)
+    if boxes is not None:  # on box crops and points of the grid, before the seed loss sees the pruning
+        mp, seeds = mp_loss(grid, embedding.t().reshape(-1, graph.h, graph.w), boxes, seeds)
         loss = loss + mp
-    loss = loss + seed_loss(pred, seeds)
-    if crf_image is not None:
-        loss = loss + crf_weight * gated_crf_term(F.softmax(grid, dim=0), crf_image)
+    loss = loss + seed_loss(grid, seeds)
+    if crf_kernel is not None:
+        loss = loss + crf_weight * gated_crf_term(F.softmax(logits, dim=1), crf_kernel)
     loss.backward()
     optimizer.step()
     return seeds, loss.detach()
@@ -161,10 +160,11 @@ def propagate(features: Tensor, aff: Tensor, seeds: Tensor, image: Tensor, image
     graph = window_graph(aff, (aff.shape[0] - 1) // 2)
     model = A2GNN(x.shape[1], cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    crf_image = F.interpolate(image[None].to(device), (h, w), mode="bilinear", align_corners=False)[0]
+    crf_kernel = crf_kernel_graph(F.interpolate(image[None].to(device), (h, w), mode="bilinear",
+                                                align_corners=False)[0])
     seeds = seeds.to(device).long()
     mp_boxes = boxes if cfg.schedule == "box" else None
-    for phase_crf in (None, crf_image):
+    for phase_crf in (None, crf_kernel):
         for _ in range(cfg.epochs):
             seeds, _ = train_step(model, x, graph, seeds, optimizer, mp_boxes, phase_crf,
                                   CRF_WEIGHT[cfg.schedule])
