@@ -41,6 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--momentum", default=5e-4, type=float,
                         help="SGD momentum; 5e-4 reproduces the published optimizer (weight decay passed "
                              "into the momentum slot)")
+    parser.add_argument("--cls_only_epochs", default=0, type=int,
+                        help="OURS: train on the classification loss alone for this many first epochs (a "
+                             "warm-up for --weights none); 0 = every SEAM loss from the start (published)")
     parser.add_argument("--train_list", default="train_aug.txt", type=str,
                         help="id list: a path, or a name in <voc12_root>/ImageSets/Segmentation")
     parser.add_argument("--session_name", default="resnet38_SEAM", type=str)
@@ -48,8 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resize_long", default=(448, 768), type=int, nargs=2, metavar=("MIN", "MAX"),
                         help="random long side before cropping")
     parser.add_argument("--weights", default="netWeights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params", type=str,
-                        help="initial weights: MXNet ImageNet .params, a .pth state dict, "
-                             "or 'none' (from scratch)")
+                        help="initial weights: MXNet ImageNet .params, a .pth state dict, or 'none': "
+                             "train from scratch (Net(from_scratch=True): trainable batch-statistics "
+                             "BatchNorm, nothing frozen, He init; use a real --momentum such as 0.9)")
     parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone channel multiplier")
     parser.add_argument("--voc12_root", default="VOC2012", type=str)
     parser.add_argument("--cls_labels", default=None, type=str,
@@ -107,8 +111,9 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
     if len(loader) == 0:
         raise ValueError(f"--train_list has {len(ids)} images, fewer than one batch of {args.batch_size}")
 
-    net = importlib.import_module(args.network).Net(width=args.backbone_width)
-    if args.weights.lower() != "none":
+    from_scratch = args.weights.lower() == "none"
+    net = importlib.import_module(args.network).Net(width=args.backbone_width, from_scratch=from_scratch)
+    if not from_scratch:
         load_checkpoint(net, args.weights, strict=False)
     net.to(device)
     optimizer = PolyOptimizer(net.get_parameter_groups(), lr=args.lr, weight_decay=args.wt_dec,
@@ -117,7 +122,9 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
     model = TwoViews(net).to(device)
     if world > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # the PCM head gets no gradient from the classification loss alone (--cls_only_epochs)
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=args.cls_only_epochs > 0)
     model.train()
 
     save_dir = Path(args.save_dir)
@@ -132,8 +139,9 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
         for batch in bar:
             losses = seam_step_losses(model, batch["image"].to(device, non_blocking=True),
                                       batch["label"].to(device, non_blocking=True))
+            loss = losses["cls"] if epoch < args.cls_only_epochs else losses["loss"]
             optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
+            loss.backward()
             optimizer.step()
             for name in LOSS_NAMES:
                 sums[name] += losses[name].item()

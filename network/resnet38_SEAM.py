@@ -45,8 +45,8 @@ class Net(resnet38d.Net):
     ``width`` scales the backbone only; the head keeps the published sizes (f8_3: 64, f8_4: 128, f9: 192).
     """
 
-    def __init__(self, width: float = 1.0):
-        super().__init__(width=width, not_training=FROZEN_BLOCKS)
+    def __init__(self, width: float = 1.0, from_scratch: bool = False):
+        super().__init__(width=width, not_training=FROZEN_BLOCKS, from_scratch=from_scratch)
         self.dropout7 = nn.Dropout2d(0.5)
         self.fc8 = nn.Conv2d(self.channels["conv6"], NUM_CLASSES, 1, bias=False)
         self.f8_3 = nn.Conv2d(self.channels["conv4"], 64, 1, bias=False)

@@ -35,8 +35,8 @@ class Net(resnet38d.Net):
     elu(f8_5(conv6)))))`` (448 channels at every width).
     """
 
-    def __init__(self, width: float = 1.0):
-        super().__init__(width=width, not_training=FROZEN_BLOCKS)
+    def __init__(self, width: float = 1.0, from_scratch: bool = False):
+        super().__init__(width=width, not_training=FROZEN_BLOCKS, from_scratch=from_scratch)
         self.f8_3 = nn.Conv2d(self.channels["conv4"], 64, 1, bias=False)
         self.f8_4 = nn.Conv2d(self.channels["conv5"], 128, 1, bias=False)
         self.f8_5 = nn.Conv2d(self.channels["conv6"], 256, 1, bias=False)

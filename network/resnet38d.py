@@ -3,7 +3,9 @@
 Parameter names equal the published checkpoints (``conv1a``, ``b2`` .. ``b7``, ``bn7``), so their state
 dicts load strictly. Every BatchNorm is frozen: it always normalizes with its running statistics (also in
 ``train()`` mode) and its affine parameters never receive gradients, so batch size and GPU count do not
-change results.
+change results. That suits ImageNet-initialised weights only; ``Net(from_scratch=True)`` (**OURS**, for
+demos without pretrained weights) instead trains every layer with ordinary BatchNorm and He-initialised
+convs.
 """
 
 from __future__ import annotations
@@ -111,13 +113,19 @@ class Net(nn.Module):
     ``width`` multiplies every backbone channel count (``scaled``); names do not change. Modules listed in
     ``not_training`` (by attribute name, default ``("conv1a",)``) get ``requires_grad=False``.
     Input ``(N, 3, H, W)`` ImageNet-normalized; ``conv4``..``conv6`` are ``(N, C, ceil(H/8), ceil(W/8))``.
+
+    ``from_scratch=True`` is for training without pretrained weights: ``not_training`` is ignored (nothing
+    frozen), BatchNorm normalizes with batch statistics in train mode (updating its running statistics for
+    eval mode) and its affine parameters train, and every backbone conv gets He init (kaiming normal,
+    fan_out, ReLU gain). Names and shapes are the same in both modes.
     """
 
-    def __init__(self, width: float = 1.0, not_training: Sequence[str] = ("conv1a",)):
+    def __init__(self, width: float = 1.0, not_training: Sequence[str] = ("conv1a",), from_scratch: bool = False):
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
         self.width = width
+        self.from_scratch = from_scratch
         c1, c2, c3, c4 = (scaled(STAGE_CHANNELS[k], width) for k in ("conv1a", "b2", "b3", "b4"))
         c5a, c5 = (scaled(c, width) for c in STAGE_CHANNELS["b5"])
         c6, c7 = scaled(STAGE_CHANNELS["b6"], width), scaled(STAGE_CHANNELS["b7"], width)
@@ -136,12 +144,18 @@ class Net(nn.Module):
         self.bn7 = nn.BatchNorm2d(c7)
         self.channels = {"conv3": c3, "conv4": c4, "conv5": c5, "conv6": c7}
 
-        self.not_training: list[nn.Module] = [getattr(self, name) for name in not_training]
-        for module in self.not_training:
-            module.requires_grad_(False)
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d):
+        if from_scratch:
+            self.not_training: list[nn.Module] = []
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        else:
+            self.not_training = [getattr(self, name) for name in not_training]
+            for module in self.not_training:
                 module.requires_grad_(False)
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.requires_grad_(False)
         self.train()
 
     def forward_as_dict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -167,8 +181,13 @@ class Net(nn.Module):
         return self.forward_as_dict(x)["conv6"]
 
     def train(self, mode: bool = True) -> Net:
-        """Set train/eval mode but keep every BatchNorm in eval mode (running statistics only)."""
+        """Set train/eval mode but keep every BatchNorm in eval mode (running statistics only).
+
+        With ``from_scratch`` BatchNorm follows ``mode`` like any other module.
+        """
         super().train(mode)
+        if self.from_scratch:
+            return self
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.eval()

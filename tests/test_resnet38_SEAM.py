@@ -93,3 +93,15 @@ def test_head_initialization():
     assert net.fc8.weight.abs().max() <= fc8_bound and net.fc8.weight.abs().max() > 0.9 * fc8_bound
     assert net.f9.weight.abs().max() <= f9_bound and net.f9.weight.abs().max() > 0.9 * f9_bound
     assert abs(net.f8_4.weight.std().item() - math.sqrt(2 / 128)) < 0.1 * math.sqrt(2 / 128)
+
+
+def test_from_scratch_trains_every_layer():
+    net = resnet38_SEAM.Net(width=1 / 16, from_scratch=True).train()
+    pre_w, pre_b, new_w, new_b = net.get_parameter_groups()
+    assert {id(p) for p in new_w} == {id(m.weight) for m in (net.fc8, net.f8_3, net.f8_4, net.f9)}
+    assert new_b == []
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {id(p) for p in pre_b} == {id(m.bias) for m in bns}  # BatchNorm shifts: the ×2 bias group
+    assert {id(net.conv1a.weight), id(net.b2.conv_branch2a.weight)} <= {id(p) for p in pre_w}
+    assert len(pre_w) + len(pre_b) + len(new_w) == len(list(net.parameters()))
+    assert net.not_training == [] and all(m.training for m in bns)

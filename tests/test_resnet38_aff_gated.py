@@ -77,3 +77,15 @@ def test_parameter_groups_and_gradients():
     aff.sum().backward()
     assert net.b3.conv_branch2a.weight.grad is not None  # the backbone is trained through the affinities
     assert net.conv1a.weight.grad is None
+
+
+def test_from_scratch_trains_every_layer():
+    torch.manual_seed(0)
+    net = resnet38_aff_gated.Net(width=1 / 16, from_scratch=True).train()
+    assert net.not_training == [] and all(p.requires_grad for p in net.parameters())
+    pre_w, pre_b, new_w, new_b = net.get_parameter_groups()
+    assert len(pre_w) + len(pre_b) + len(new_w) + len(new_b) == len(list(net.parameters()))
+    _, aff, _ = net(torch.randn(2, 3, 40, 48), radius=1)
+    aff.sum().backward()
+    assert net.conv1a.weight.grad is not None and net.b2.bn_branch2a.weight.grad is not None
+    assert all(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))

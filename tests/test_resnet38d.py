@@ -131,3 +131,65 @@ def test_blocks_follow_spec_formula():
         b = F.relu(_bn_eval(bot.bn_branch2b2, F.conv2d(a, bot.conv_branch2b1.weight, padding=4, dilation=4)))
         ref = F.conv2d(y, bot.conv_branch1.weight) + F.conv2d(b, bot.conv_branch2b2.weight)
         assert torch.allclose(bot(x), ref, atol=1e-5)
+
+
+def test_from_scratch_default_off_keeps_frozen_net():
+    torch.manual_seed(0)
+    default = resnet38d.Net(width=1 / 16)
+    torch.manual_seed(0)
+    explicit = resnet38d.Net(width=1 / 16, from_scratch=False)
+    torch.manual_seed(0)
+    scratch = resnet38d.Net(width=1 / 16, from_scratch=True)
+    assert not default.from_scratch
+    a, b, c = default.state_dict(), explicit.state_dict(), scratch.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert state_shapes(scratch) == state_shapes(default)  # same names and shapes
+    assert not torch.equal(a["b3.conv_branch2a.weight"], c["b3.conv_branch2a.weight"])  # different init
+
+
+def test_from_scratch_he_init():
+    torch.manual_seed(0)
+    net = resnet38d.Net(width=1 / 16, from_scratch=True)
+    for conv in (net.conv1a, net.b4_1.conv_branch2a, net.b7.conv_branch2b2):
+        fan_out = conv.weight.shape[0] * conv.weight[0, 0].numel()
+        expected = (2 / fan_out) ** 0.5
+        assert abs(conv.weight.std().item() - expected) < 0.1 * expected
+
+
+def _capture(module):
+    seen = {}
+    module.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0].detach(), y=out.detach()))
+    return seen
+
+
+def test_from_scratch_trains_batchnorm_and_every_layer():
+    torch.manual_seed(0)
+    net = resnet38d.Net(width=1 / 16, not_training=("conv1a", "b2"), from_scratch=True)
+    assert net.not_training == [] and all(p.requires_grad for p in net.parameters())
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    bn = net.b3.bn_branch2a
+    seen = _capture(bn)
+    with torch.no_grad():
+        for m in bns:
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.2, 0.2)
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+
+    assert net.train() is net and all(m.training for m in bns)
+    net(torch.randn(4, 3, 33, 41) * 3 + 1).sum().backward()
+    x = seen["x"]  # batch statistics: biased variance over (N, H, W)
+    mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+    ref = (x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + bn.eps) * bn.weight[:, None, None] \
+        + bn.bias[:, None, None]
+    assert torch.allclose(seen["y"], ref.detach(), atol=1e-4)
+    after = net.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before)  # running statistics updated
+    assert all(m.num_batches_tracked.item() == 1 for m in bns)
+    assert all(p.grad is not None for p in net.parameters())
+    assert net.conv1a.weight.grad.abs().sum() > 0 and bn.weight.grad.abs().sum() > 0
+
+    assert net.eval() is net and all(not m.training for m in bns)
+    with torch.no_grad():
+        net(torch.randn(2, 3, 33, 41))
+    assert torch.allclose(seen["y"], _bn_eval(bn, seen["x"]), atol=1e-5)  # eval: running statistics
+    assert all(m.num_batches_tracked.item() == 1 for m in bns)

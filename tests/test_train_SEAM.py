@@ -57,3 +57,21 @@ def test_classification_loss_falls_checkpoint_loads_and_resume_continues(tiny_vo
     assert len(history) == 1  # only the fourth epoch ran
     saved = torch.load(tmp_path / "b" / "tiny_state.pth", weights_only=True)
     assert saved["epoch"] == 3 and saved["step"] == 8
+
+
+def test_from_scratch_with_classification_warm_up(tiny_voc, tmp_path):
+    """``--weights none`` trains BatchNorm (running statistics move); during ``--cls_only_epochs`` the PCM
+    head, reached only by the rvmin/ECR losses, gets no gradient and keeps its initial weights."""
+    history = train_SEAM.main(train_args(tiny_voc, "none", tmp_path, "--max_epoches", "1", "--momentum", "0.9",
+                                         "--cls_only_epochs", "1"))
+    assert len(history) == 1
+    state = torch.load(tmp_path / "tiny.pth", weights_only=True)
+    torch.manual_seed(0)  # the script's --seed, set before it builds the network
+    initial = Net(width=0.0625, from_scratch=True).state_dict()
+    assert set(state) == set(initial)
+    for name in ("f9.weight", "f8_3.weight", "f8_4.weight"):
+        assert torch.equal(state[name], initial[name])
+    for name in ("fc8.weight", "conv1a.weight", "b2.bn_branch2a.weight"):  # trained, conv1a/b2 not frozen
+        assert not torch.equal(state[name], initial[name])
+    assert state["bn7.num_batches_tracked"].item() == 2 * 2  # 2 steps, 2 views each
+    assert not torch.equal(state["bn7.running_mean"], initial["bn7.running_mean"])
