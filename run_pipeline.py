@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -25,8 +27,11 @@ from tool.cli import default_device
 from tool.label_io import atomic_path
 from voc12.lists import read_list
 
+REPO = Path(__file__).resolve().parent
 STAGES = ("data", "cam_train", "cam_infer", "seeds", "baselines", "aff_train", "a2gnn", "evaluate", "sheet")
 SUPERVISIONS = ("image", "point", "scribble", "box")
+PER_IMAGE_SCRIPTS = {"infer_SEAM", "make_seed_labels", "make_baseline_labels", "train_infer_A2GNN_box",
+                     "train_infer_A2GNN_others"}  # these take --shard i/n
 AFF_RADIUS = {"image": 3, "point": 3, "scribble": 4, "box": 4}  # SPEC §2.2
 
 
@@ -54,13 +59,13 @@ class Plan:
 
 
 PLANS = {
-    "default": Plan(num_train=200, num_val=50, min_size=128, max_size=256, width=0.25,
-                    cam_epochs=12, cam_batch=8, cam_crop=192, cam_lr=0.05, cam_scales=(0.5, 1.0, 1.5),
-                    aff_epochs=6, aff_batch=8, aff_crop=192, aff_lr=0.05,
+    "default": Plan(num_train=200, num_val=50, min_size=128, max_size=256, width=0.125,
+                    cam_epochs=10, cam_batch=8, cam_crop=128, cam_lr=0.01, cam_scales=(0.5, 1.0, 1.5),
+                    aff_epochs=8, aff_batch=8, aff_crop=128, aff_lr=0.01,
                     box_epochs=150, others_epochs=50, hidden=256),
     "quick": Plan(num_train=16, num_val=4, min_size=96, max_size=128, width=0.125,
-                  cam_epochs=2, cam_batch=4, cam_crop=96, cam_lr=0.05, cam_scales=(1.0,),
-                  aff_epochs=1, aff_batch=4, aff_crop=96, aff_lr=0.05,
+                  cam_epochs=2, cam_batch=4, cam_crop=96, cam_lr=0.01, cam_scales=(1.0,),
+                  aff_epochs=1, aff_batch=4, aff_crop=96, aff_lr=0.01,
                   box_epochs=20, others_epochs=10, hidden=64),
 }
 
@@ -85,15 +90,34 @@ class Pipeline:
 
     # --- plumbing -------------------------------------------------------------------------------
     def run(self, script: str, argv: Sequence[str]) -> None:
-        """Run ``script.main`` with ``argv`` (printed as the equivalent shell command)."""
+        """Run ``script.main`` with ``argv`` (printed as the equivalent shell command).
+
+        A per-image script runs as ``--jobs`` processes with ``--shard i/jobs`` and one thread each when
+        ``--jobs`` > 1: on a CPU, small per-image work scales better over processes than over threads.
+        """
         argv = [str(a) for a in argv]
-        print(f"\n$ python {script}.py {' '.join(argv)}", flush=True)
-        module = importlib.import_module(script)
-        result = module.main(module.get_args_parser().parse_args(argv))
-        code = getattr(result, "exit_code", result)
+        jobs = self.args.jobs if script in PER_IMAGE_SCRIPTS else 1
+        if jobs > 1:
+            code = self._run_sharded(script, argv, jobs)
+        else:
+            print(f"\n$ python {script}.py {' '.join(argv)}", flush=True)
+            module = importlib.import_module(script)
+            result = module.main(module.get_args_parser().parse_args(argv))
+            code = getattr(result, "exit_code", result)
         if isinstance(code, int) and code != 0:
             self.failures.append(f"{script} exited with {code}")
             print(f"warning: {script} reported failures (exit code {code}); continuing", file=sys.stderr)
+
+    @staticmethod
+    def _run_sharded(script: str, argv: list[str], jobs: int) -> int:
+        commands = [[sys.executable, str(REPO / f"{script}.py"), *argv, "--shard", f"{i}/{jobs}"]
+                    for i in range(jobs)]
+        for command in commands:
+            print(f"\n$ OMP_NUM_THREADS=1 python {script}.py {' '.join(command[2:])} &", flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        processes = [subprocess.Popen(command, env=env) for command in commands]
+        codes = [process.wait() for process in processes]
+        return max(codes)
 
     def timed(self, stage: str, sups: Sequence[str], fn, *fn_args) -> None:
         """Run ``fn`` and charge its time to ``stage`` for each supervision in ``sups`` (shared stages)."""
@@ -148,11 +172,13 @@ class Pipeline:
             return
         p = self.plan
         weights = self.args.cam_weights or "none"
+        # from scratch (no ImageNet file) needs a real momentum; with weights, the published 5e-4 quirk
+        momentum = 0.9 if weights == "none" else 5e-4
         self.run("train_SEAM", ["--voc12_root", self.root, "--train_list", self.args.train_list,
                                 "--weights", weights, "--backbone_width", p.width,
                                 "--max_epoches", p.cam_epochs, "--batch_size", p.cam_batch,
-                                "--crop_size", p.cam_crop, "--resize_long", p.cam_crop, int(p.cam_crop * 1.5),
-                                "--lr", p.cam_lr, "--num_workers", self.args.num_workers,
+                                "--crop_size", p.cam_crop, "--resize_long", p.cam_crop, p.cam_crop * 3 // 2,
+                                "--lr", p.cam_lr, "--momentum", momentum, "--num_workers", self.args.num_workers,
                                 "--session_name", "resnet38_SEAM", "--save_dir", self.weights, *self.common()])
 
     def cam_infer(self) -> None:
@@ -271,12 +297,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cam_weights", default=None,
                         help="init of the classifier (ImageNet .params or a .pth); default: from scratch")
     parser.add_argument("--num_workers", default=0, type=int, help="DataLoader workers")
+    parser.add_argument("--jobs", default=None, type=int,
+                        help="processes for the per-image stages (default: CPU cores on CPU, 1 on CUDA)")
     parser.add_argument("--device", default=default_device())
     parser.add_argument("--seed", default=0, type=int)
     return parser
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.jobs is None:
+        args.jobs = 1 if args.device.startswith("cuda") else len(os.sched_getaffinity(0))
     pipe = Pipeline(args)
     pipe.work.mkdir(parents=True, exist_ok=True)
     print(f"pipeline: {'quick' if args.quick else 'default'} plan {asdict(pipe.plan)}")
