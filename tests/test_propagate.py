@@ -9,13 +9,7 @@ from voc12.annotations import Box
 H, W = 90, 124  # image size; padded to 96 x 128, grid 12 x 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny graphs: one thread is faster and does not suffer from a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_scene(seed=0, radius=2):

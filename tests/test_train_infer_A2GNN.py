@@ -14,12 +14,7 @@ SIZE = (44, 60)  # H, W: not multiples of 8
 IDS = ["2007_000001", "2007_000002"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
