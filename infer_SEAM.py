@@ -25,7 +25,7 @@ from tool.dist import parse_shard, shard_ids
 from tool.label_io import save_label_png, save_npz
 from tool.runner import RunSummary, run_per_image
 from voc12.data import CAM_SCALES, MultiScaleFlipDataset
-from voc12.lists import read_id_list, resolve_list
+from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
 
 
@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> RunSummary:
     def outputs(image_id: str) -> list[Path]:
         return [folder / f"{image_id}{ext}" for folder, ext in folders.values()]
 
-    ids = read_id_list(resolve_list(args.infer_list, args.voc12_root))
+    ids = read_list(args.infer_list, args.voc12_root)
     labels = image_labels(args.voc12_root, ids, args.cls_labels)
     device = torch.device(args.device)
     net = importlib.import_module(args.network).Net(width=args.backbone_width)

@@ -31,7 +31,7 @@ from tool.seed_labels import (
     superpixels,
 )
 from voc12.annotations import read_boxes, read_points, read_scribble
-from voc12.lists import read_id_list, resolve_list
+from voc12.lists import read_list
 
 TYPES = ("image", "box", "scribble", "point")
 
@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> RunSummary:
             raise ValueError(f"--type {args.type} needs --cam_seed_dir (the --crf folder of infer_SEAM.py)")
         if not Path(args.cam_seed_dir).is_dir():
             raise FileNotFoundError(f"--cam_seed_dir not found: {args.cam_seed_dir}")
-    ids = read_id_list(resolve_list(args.list, args.voc12_root))
+    ids = read_list(args.list, args.voc12_root)
 
     def cam_seed(image_id: str, hw: tuple[int, int]) -> np.ndarray:
         path = Path(args.cam_seed_dir) / f"{image_id}.png"

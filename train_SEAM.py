@@ -24,7 +24,7 @@ from tool.label_io import atomic_path
 from tool.optim import PolyOptimizer
 from tool.seam_losses import TwoViews, seam_step_losses
 from voc12.data import ClsTrainDataset
-from voc12.lists import read_id_list, resolve_list
+from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
 
 LOSS_NAMES = ("loss", "cls", "rvmin", "er", "ecr")
@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
         raise ValueError(f"--batch_size {args.batch_size} must be divisible by the {world} processes")
     torch.manual_seed(args.seed + rank)  # ranks augment differently; DDP copies rank 0's initial weights
 
-    ids = read_id_list(resolve_list(args.train_list, args.voc12_root))
+    ids = read_list(args.train_list, args.voc12_root)
     labels = image_labels(args.voc12_root, ids, args.cls_labels)
     dataset = ClsTrainDataset(ids, args.voc12_root, labels, crop_size=args.crop_size,
                               resize_long=tuple(args.resize_long))

@@ -32,7 +32,7 @@ from tool.cli import default_device, str2bool
 from tool.label_io import atomic_path
 from tool.optim import PolyOptimizer
 from voc12.data import AffTrainDataset
-from voc12.lists import read_id_list, resolve_list
+from voc12.lists import read_list
 
 LOG_TERMS = ("loss", "bg", "fg", "neg", "crf")
 
@@ -129,7 +129,7 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
                          f"{world} processes")
     per_rank = args.batch_size // world
 
-    ids = read_id_list(resolve_list(args.train_list, args.voc12_root))
+    ids = read_list(args.train_list, args.voc12_root)
     dataset = AffTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size)
     steps_per_epoch = len(dataset) // args.batch_size
     if steps_per_epoch == 0:

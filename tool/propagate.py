@@ -31,7 +31,7 @@ from tool.runner import RunSummary, run_per_image
 from tool.transforms import normalize, pad_to_multiple, to_chw_tensor
 from voc12 import IGNORE, NUM_CLASSES
 from voc12.annotations import Box, read_boxes
-from voc12.lists import read_id_list, resolve_list
+from voc12.lists import read_list
 
 STRIDE = 8
 SCHEDULES = ("box", "others")
@@ -289,7 +289,7 @@ class A2GNNJob:
 
 def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
     """``main`` of the stage-3 scripts: the per-image job over the id list. Returns the ``RunSummary``."""
-    ids = read_id_list(resolve_list(args.infer_list, args.voc12_root))
+    ids = read_list(args.infer_list, args.voc12_root)
     device = init_distributed(args.device)
     try:
         job = A2GNNJob(args, schedule, device)

@@ -19,7 +19,7 @@ import numpy as np
 from tool.label_io import atomic_path, load_npz, save_npz
 from voc12 import CAT_LIST
 from voc12.annotations import image_label_from_xml
-from voc12.lists import read_id_list, resolve_list
+from voc12.lists import read_list
 
 
 def build_cls_labels(voc12_root: str | os.PathLike, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -108,7 +108,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    ids = read_id_list(resolve_list(args.list, args.voc12_root))
+    ids = read_list(args.list, args.voc12_root)
     labels = build_cls_labels(args.voc12_root, ids)
     save_cls_labels(args.out, labels)
     counts = np.stack(list(labels.values())).sum(0) if labels else np.zeros(len(CAT_LIST))
