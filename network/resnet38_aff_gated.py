@@ -11,6 +11,45 @@ from network import resnet38d
 FROZEN_BLOCKS = ("conv1a", "b2", "b2_1", "b2_2")
 
 
+class WindowL1Distance(torch.autograd.Function):
+    """``f (N, C, h, w) -> (N, 2r+1, 2r+1, h, w)``: ``mean_c |f_i − f_{i+(dy,dx)}|`` with zero padding.
+
+    One shifted slice per offset instead of an unfolded ``(N, C, (2r+1)², h, w)`` tensor: memory stays at
+    a few copies of ``f`` and both passes run about 10x faster on CPU (``benchmarks/bench_window_affinity.py``).
+    The backward pass recomputes the signs; at a zero difference (the centre) the gradient is 0, as for
+    ``abs``.
+    """
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, radius: int) -> torch.Tensor:
+        n, c, h, w = f.shape
+        k = 2 * radius + 1
+        padded = F.pad(f, (radius,) * 4)
+        out = f.new_empty(n, k, k, h, w)
+        for dy in range(k):
+            for dx in range(k):
+                out[:, dy, dx] = (f - padded[:, :, dy:dy + h, dx:dx + w]).abs_().mean(dim=1)
+        ctx.save_for_backward(f)
+        ctx.radius = radius
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (f,) = ctx.saved_tensors
+        r = ctx.radius
+        n, c, h, w = f.shape
+        padded = F.pad(f, (r,) * 4)
+        grad_f = torch.zeros_like(f)
+        grad_padded = torch.zeros_like(padded)  # gradient reaching each neighbour (padding discarded)
+        for dy in range(2 * r + 1):
+            for dx in range(2 * r + 1):
+                g = torch.sign(f - padded[:, :, dy:dy + h, dx:dx + w]).mul_(grad[:, None, dy, dx] / c)
+                grad_f += g
+                grad_padded[:, :, dy:dy + h, dx:dx + w] -= g
+        return grad_f + grad_padded[:, :, r:r + h, r:r + w], None
+
+
 def window_affinity(f: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Affinities of every pixel to its ``(2r+1)²`` window. ``f (N, C, h, w)`` → ``(aff, aff_crf)``.
 
@@ -20,10 +59,7 @@ def window_affinity(f: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.T
     """
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
-    n, c, h, w = f.shape
-    k = 2 * radius + 1
-    neighbours = F.unfold(f, kernel_size=k, padding=radius).view(n, c, k, k, h, w)
-    aff_crf = (neighbours - f[:, :, None, None]).abs().mean(dim=1)
+    aff_crf = WindowL1Distance.apply(f, radius)
     return torch.exp(-aff_crf), aff_crf
 
 

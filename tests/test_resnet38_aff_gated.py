@@ -89,3 +89,18 @@ def test_from_scratch_trains_every_layer():
     aff.sum().backward()
     assert net.conv1a.weight.grad is not None and net.b2.bn_branch2a.weight.grad is not None
     assert all(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_window_affinity_gradient_equals_unfolded_autograd():
+    """The hand-written backward equals autograd through the plain unfolded formula (float64)."""
+    torch.manual_seed(1)
+    f = torch.randn(2, 7, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 7, 7, 5, 6, dtype=torch.float64)
+    (resnet38_aff_gated.window_affinity(f, radius=3)[1] * weight).sum().backward()
+    ours = f.grad.clone()
+    f.grad = None
+    neighbours = F.unfold(f, kernel_size=7, padding=3).view(2, 7, 7, 7, 5, 6)
+    ((neighbours - f[:, :, None, None]).abs().mean(dim=1) * weight).sum().backward()
+    torch.testing.assert_close(ours, f.grad, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: resnet38_aff_gated.window_affinity(x, 1)[0],
+                                    (torch.randn(1, 3, 3, 4, dtype=torch.float64, requires_grad=True),))
