@@ -59,7 +59,7 @@ class Plan:
 
 
 PLANS = {
-    "default": Plan(num_train=200, num_val=50, min_size=128, max_size=256, width=0.125,
+    "default": Plan(num_train=100, num_val=50, min_size=128, max_size=256, width=0.125,
                     cam_epochs=10, cam_batch=8, cam_crop=128, cam_lr=0.01, cam_scales=(0.5, 1.0, 1.5),
                     aff_epochs=8, aff_batch=8, aff_crop=128, aff_lr=0.01,
                     box_epochs=150, others_epochs=50, hidden=256),
