@@ -1,13 +1,16 @@
 """Run the whole A2GNN pipeline: stage scripts chained through files on disk, then a quality table.
 
-Default data: a generated VOC-format dataset under ``--work_dir`` (made on the first run). With
-``--voc12_root`` the same chain runs on real PASCAL VOC 2012. Every stage is the stage's own script
+Default data: a generated VOC-format dataset under ``--work_dir`` (made on the first run), with schedules
+shortened for a CPU. With ``--voc12_root`` the same chain runs on real PASCAL VOC 2012 with the published
+schedules (width-1 ResNet-38 initialised from ``--cam_weights``; CAMs and seeds for ``--train_list``
+and ``--infer_list`` together, pseudo labels and scores for ``--infer_list``). Every stage is the stage's own script
 called with its own arguments (each command is printed, so it can be rerun alone); a stage whose outputs
 exist is skipped, so an interrupted run continues where it stopped and ``--redo STAGE`` reruns one.
 
     python run_pipeline.py --quick                   # CI size, a few minutes on 2 CPU cores
     python run_pipeline.py                           # the default run reported in the README
     python run_pipeline.py --supervision box --stages a2gnn evaluate
+    python run_pipeline.py --voc12_root $VOC --cam_weights netWeights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 from tool.cli import default_device
 from tool.label_io import atomic_path
-from voc12.lists import read_list
+from voc12.lists import read_list, write_id_list
 
 REPO = Path(__file__).resolve().parent
 STAGES = ("data", "cam_train", "cam_infer", "seeds", "baselines", "aff_train", "a2gnn", "evaluate", "sheet")
@@ -47,6 +50,7 @@ class Plan:
     cam_epochs: int
     cam_batch: int
     cam_crop: int
+    cam_resize_long: tuple[int, int]
     cam_lr: float
     cam_scales: tuple[float, ...]
     aff_epochs: int
@@ -60,14 +64,27 @@ class Plan:
 
 PLANS = {
     "default": Plan(num_train=100, num_val=50, min_size=128, max_size=256, width=0.125,
-                    cam_epochs=10, cam_batch=8, cam_crop=128, cam_lr=0.01, cam_scales=(0.5, 1.0, 1.5),
+                    cam_epochs=10, cam_batch=8, cam_crop=128, cam_resize_long=(128, 192), cam_lr=0.01,
+                    cam_scales=(0.5, 1.0, 1.5),
                     aff_epochs=8, aff_batch=8, aff_crop=128, aff_lr=0.01,
                     box_epochs=150, others_epochs=50, hidden=256),
     "quick": Plan(num_train=16, num_val=4, min_size=96, max_size=128, width=0.125,
-                  cam_epochs=2, cam_batch=4, cam_crop=96, cam_lr=0.01, cam_scales=(1.0,),
+                  cam_epochs=2, cam_batch=4, cam_crop=96, cam_resize_long=(96, 144), cam_lr=0.01,
+                  cam_scales=(1.0,),
                   aff_epochs=1, aff_batch=4, aff_crop=96, aff_lr=0.01,
                   box_epochs=20, others_epochs=10, hidden=64),
+    # real VOC2012 (--voc12_root without --quick): the published schedules, SPEC §1.1, 1.2, 2.2, 3.5
+    "voc": Plan(num_train=0, num_val=0, min_size=0, max_size=0, width=1.0,
+                cam_epochs=8, cam_batch=8, cam_crop=448, cam_resize_long=(448, 768), cam_lr=0.01,
+                cam_scales=(0.5, 1.0, 1.5, 2.0),
+                aff_epochs=12, aff_batch=4, aff_crop=448, aff_lr=0.01,
+                box_epochs=150, others_epochs=50, hidden=256),
 }
+
+
+def plan_name(args: argparse.Namespace) -> str:
+    """``quick`` with ``--quick``; else ``voc`` on a real VOC root, ``default`` on the generated data."""
+    return "quick" if args.quick else ("voc" if args.voc12_root else "default")
 
 
 class Pipeline:
@@ -75,7 +92,7 @@ class Pipeline:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.plan = PLANS["quick" if args.quick else "default"]
+        self.plan = PLANS[plan_name(args)]
         self.work = Path(args.work_dir)
         self.root = Path(args.voc12_root) if args.voc12_root else self.work / "VOC2012"
         self.synthetic = args.voc12_root is None
@@ -136,8 +153,21 @@ class Pipeline:
         return ["--device", self.args.device, "--seed", self.args.seed]
 
     @property
-    def train_list(self) -> str:
+    def infer_list(self) -> str:
+        """Images that get pseudo labels and are scored (VOC: train, the paper's ablation setting)."""
         return self.args.infer_list
+
+    @property
+    def seed_list(self) -> str:
+        """Images that need CAMs and seeds: the affinity net's training list and the infer list together
+        (on VOC train_aug ⊃ train; on the generated data both are the same list)."""
+        train = read_list(self.args.train_list, self.root)
+        infer = read_list(self.args.infer_list, self.root)
+        if set(infer) <= set(train):
+            return self.args.train_list
+        path = self.work / "seed_list.txt"
+        write_id_list(path, train + sorted(set(infer) - set(train)))
+        return str(path)
 
     def seed_dir(self, sup: str) -> Path:
         """Seeds A2GNN propagates (SPEC §1.3 names)."""
@@ -171,19 +201,23 @@ class Pipeline:
             print(f"classifier exists: {ckpt}")
             return
         p = self.plan
+        if plan_name(self.args) == "voc" and not self.args.cam_weights:
+            raise SystemExit("--voc12_root: pass --cam_weights (the ImageNet ResNet-38 .params file, see "
+                             f"download_weights.py) or put a trained classifier at {ckpt}; a ResNet-38 trained "
+                             "from scratch is not the paper's setting (--quick runs a smoke test without it)")
         weights = self.args.cam_weights or "none"
         # from scratch (no ImageNet file) needs a real momentum; with weights, the published 5e-4 quirk
         momentum = 0.9 if weights == "none" else 5e-4
         self.run("train_SEAM", ["--voc12_root", self.root, "--train_list", self.args.train_list,
                                 "--weights", weights, "--backbone_width", p.width,
                                 "--max_epoches", p.cam_epochs, "--batch_size", p.cam_batch,
-                                "--crop_size", p.cam_crop, "--resize_long", p.cam_crop, p.cam_crop * 3 // 2,
+                                "--crop_size", p.cam_crop, "--resize_long", *p.cam_resize_long,
                                 "--lr", p.cam_lr, "--momentum", momentum, "--num_workers", self.args.num_workers,
                                 "--session_name", "resnet38_SEAM", "--save_dir", self.weights, *self.common()])
 
     def cam_infer(self) -> None:
         p = self.plan
-        self.run("infer_SEAM", ["--voc12_root", self.root, "--infer_list", self.train_list,
+        self.run("infer_SEAM", ["--voc12_root", self.root, "--infer_list", self.seed_list,
                                 "--weights", self.weights / "resnet38_SEAM.pth", "--backbone_width", p.width,
                                 "--scales", *p.cam_scales, "--out_cam", self.cam_dir,
                                 "--out_cam_pred", self.cam_pred, "--crf", self.cam_seeds,
@@ -191,7 +225,7 @@ class Pipeline:
                                 "--overwrite", self.redo("cam_infer"), *self.common()])
 
     def seeds(self, sup: str) -> None:
-        base = ["--voc12_root", self.root, "--list", self.train_list, "--cam_seed_dir", self.cam_seeds,
+        base = ["--voc12_root", self.root, "--list", self.seed_list, "--cam_seed_dir", self.cam_seeds,
                 "--overwrite", self.redo("seeds"), "--seed", self.args.seed]
         if sup == "image":
             return  # the CAM seeds themselves
@@ -207,7 +241,7 @@ class Pipeline:
         for method in methods:
             out = self.work / "baselines" / method
             self.run("make_baseline_labels", ["--method", method, "--voc12_root", self.root,
-                                              "--list", self.train_list, "--out_dir", out,
+                                              "--list", self.infer_list, "--out_dir", out,
                                               "--overwrite", self.redo("baselines"), "--seed", self.args.seed])
 
     def aff_train(self, sup: str) -> None:
@@ -228,7 +262,7 @@ class Pipeline:
 
     def a2gnn(self, sup: str) -> None:
         p = self.plan
-        argv = ["--voc12_root", self.root, "--infer_list", self.train_list,
+        argv = ["--voc12_root", self.root, "--infer_list", self.infer_list,
                 "--weights", self.weights / f"aff_{sup}.pth", "--backbone_width", p.width,
                 "--radius", AFF_RADIUS[sup], "--seed_label_root", self.seed_dir(sup),
                 "--save_path", self.pseudo_dir(sup), "--hidden", p.hidden,
@@ -245,7 +279,7 @@ class Pipeline:
         from eval_miou import evaluate
 
         gt = self.root / "SegmentationClass"
-        ids = read_list(self.train_list, self.root)
+        ids = read_list(self.infer_list, self.root)
         seeds = evaluate(self.seed_dir(sup), gt, ids, seeds=True)
         result = {"seed_miou": evaluate(self.seed_dir(sup), gt, ids)["miou"],  # 255 -> background (SPEC §5)
                   "seed_precision": seeds["precision"], "seed_coverage": seeds["coverage"], "baselines": {}}
@@ -259,7 +293,7 @@ class Pipeline:
 
     def sheet(self) -> None:
         columns = [f"cam_seeds={self.cam_seeds}"] + [f"{sup}={self.pseudo_dir(sup)}" for sup in self.sups]
-        self.run("visualize", ["--voc12_root", self.root, "--list", self.train_list, "--first", 6,
+        self.run("visualize", ["--voc12_root", self.root, "--list", self.infer_list, "--first", 6,
                                "--columns", *columns, "--out", self.work / "contact_sheet.png"])
 
 
@@ -309,7 +343,7 @@ def main(args: argparse.Namespace) -> dict:
         args.jobs = 1 if args.device.startswith("cuda") else len(os.sched_getaffinity(0))
     pipe = Pipeline(args)
     pipe.work.mkdir(parents=True, exist_ok=True)
-    print(f"pipeline: {'quick' if args.quick else 'default'} plan {asdict(pipe.plan)}")
+    print(f"pipeline: {plan_name(args)} plan {asdict(pipe.plan)}")
     print(f"data: {pipe.root}; supervisions: {', '.join(pipe.sups)}; work dir: {pipe.work}")
     steps = [("data", None), ("cam_train", None), ("cam_infer", None)]
     steps += [(stage, sup) for stage in ("seeds", "baselines", "aff_train", "a2gnn") for sup in pipe.sups]
@@ -330,7 +364,7 @@ def main(args: argparse.Namespace) -> dict:
             entry = pipe.evaluate(sup)
             entry["seconds"] = pipe.seconds[sup] or summary["supervision"].get(sup, {}).get("seconds", {})
             summary["supervision"][sup] = entry
-        summary["plan"] = "quick" if args.quick else "default"
+        summary["plan"] = plan_name(args)
         summary["voc12_root"] = str(pipe.root)
         with atomic_path(summary_path) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import make_synthetic_voc
 import run_pipeline
 from tool.label_io import read_label_png
 
@@ -37,3 +38,34 @@ def test_quick_pipeline_writes_every_stage_and_the_summary(tmp_path):
     again = run_pipeline.main(args)
     for sup in run_pipeline.SUPERVISIONS:
         assert np.isclose(again["supervision"][sup]["pseudo_miou"], summary["supervision"][sup]["pseudo_miou"])
+
+
+def test_voc_root_without_classifier_weights_is_refused(tmp_path):
+    (tmp_path / "VOC2012" / "JPEGImages").mkdir(parents=True)
+    args = run_pipeline.get_args_parser().parse_args(
+        ["--voc12_root", str(tmp_path / "VOC2012"), "--work_dir", str(tmp_path / "work"), "--stages", "data",
+         "cam_train", "--device", "cpu"])
+    assert run_pipeline.plan_name(args) == "voc" and run_pipeline.PLANS["voc"].width == 1.0
+    with pytest.raises(SystemExit, match="--cam_weights"):
+        run_pipeline.main(args)
+
+
+@pytest.mark.slow
+def test_voc_root_seeds_cover_the_training_list_and_pseudo_labels_the_infer_list(tmp_path):
+    """On VOC the affinity net trains on train_aug, a superset of train: seeds must exist for all of it."""
+    root = tmp_path / "VOC2012"
+    make_synthetic_voc.main(make_synthetic_voc.get_args_parser().parse_args(
+        ["--out", str(root), "--num_train", "12", "--num_val", "2", "--min_size", "96", "--max_size", "128"]))
+    lists = root / "ImageSets" / "Segmentation"
+    train_aug = (lists / "train_aug.txt").read_text().split()
+    (lists / "train.txt").write_text("\n".join(train_aug[:4]) + "\n")  # train ⊂ train_aug, as on VOC
+    work = tmp_path / "work"
+    args = run_pipeline.get_args_parser().parse_args(
+        ["--quick", "--voc12_root", str(root), "--work_dir", str(work), "--supervision", "box",
+         "--device", "cpu", "--jobs", "1"])
+    summary = run_pipeline.main(args)
+
+    assert sorted(p.stem for p in (work / "seeds" / "SEAM_Box").glob("*.png")) == sorted(train_aug)
+    assert sorted(p.stem for p in (work / "pseudo" / "box").glob("*.png")) == sorted(train_aug[:4])
+    assert (work / "weights" / "aff_box.pth").is_file() and summary["plan"] == "quick"
+    assert 0.0 <= summary["supervision"]["box"]["pseudo_miou"] <= 1.0
