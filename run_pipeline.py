@@ -285,6 +285,8 @@ class Pipeline:
                   "seed_precision": seeds["precision"], "seed_coverage": seeds["coverage"], "baselines": {}}
         if sup == "image":
             result["baselines"]["cam"] = evaluate(self.cam_pred, gt, ids)["miou"]
+        if sup == "scribble":  # the strokes themselves as labels (255 -> background)
+            result["baselines"]["scribbles"] = evaluate(self.root / "Scribbles", gt, ids)["miou"]
         if sup == "box":
             for method in ("box_fill", "grabcut"):
                 result["baselines"][method] = evaluate(self.work / "baselines" / method, gt, ids)["miou"]

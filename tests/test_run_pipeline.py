@@ -32,6 +32,7 @@ def test_quick_pipeline_writes_every_stage_and_the_summary(tmp_path):
             assert label.shape == gt.shape and label.max() <= 20  # every pixel gets a class
     assert set(summary["supervision"]["box"]["baselines"]) == {"box_fill", "grabcut"}
     assert "cam" in summary["supervision"]["image"]["baselines"]
+    assert set(summary["supervision"]["scribble"]["baselines"]) == {"scribbles"}
     assert (work / "contact_sheet.png").is_file()
 
     # rerun: every stage finds its outputs and skips; the scores are recomputed identically
