@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from tool.cli import default_device
@@ -157,10 +158,11 @@ class Pipeline:
         """Images that get pseudo labels and are scored (VOC: train, the paper's ablation setting)."""
         return self.args.infer_list
 
-    @property
+    @cached_property
     def seed_list(self) -> str:
         """Images that need CAMs and seeds: the affinity net's training list and the infer list together
-        (on VOC train_aug ⊃ train; on the generated data both are the same list)."""
+        (on VOC train_aug ⊃ train; on the generated data both are the same list). Worked out on first use,
+        after the data stage, and kept for the run."""
         train = read_list(self.args.train_list, self.root)
         infer = read_list(self.args.infer_list, self.root)
         if set(infer) <= set(train):
