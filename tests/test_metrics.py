@@ -83,3 +83,62 @@ def test_bad_values_and_shapes_are_refused():
         confusion_matrix(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="pred_255_as"):
         confusion_matrix(np.zeros((2, 2)), np.zeros((2, 2)), pred_255_as="ignore")
+
+
+def test_average_precision_equals_a_loop_over_ranks():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(40, 6))
+    labels = (rng.random((40, 6)) < 0.3).astype(int)
+    labels[:, 5] = 0  # a class without positives
+    scores[:, 2] = np.round(scores[:, 2])  # ties, broken by image order
+    from tool.metrics import average_precision
+
+    ap = average_precision(scores, labels)
+    for k in range(6):
+        ranked = sorted(range(40), key=lambda i: (-scores[i, k], i))
+        hits, precisions = 0, []
+        for rank, i in enumerate(ranked, start=1):
+            if labels[i, k]:
+                hits += 1
+                precisions.append(hits / rank)
+        expected = sum(precisions) / len(precisions) if precisions else None
+        assert (ap[k] is None) == (expected is None)
+        if expected is not None:
+            assert abs(ap[k] - expected) < 1e-12
+    assert average_precision(labels.astype(float), labels)[:5] == [1.0] * 5
+
+
+def test_grid_label_equals_a_loop_over_cells():
+    from tool.metrics import grid_label
+
+    rng = np.random.default_rng(4)
+    gt = rng.integers(0, 4, size=(21, 30)).astype(np.uint8)
+    gt[rng.random(gt.shape) < 0.1] = 255
+    stride, classes = 8, 4
+    hp, wp = 24, 32
+    cells = np.zeros((classes, hp // stride, wp // stride))
+    for cy in range(hp // stride):
+        for cx in range(wp // stride):
+            for y in range(cy * stride, (cy + 1) * stride):
+                for x in range(cx * stride, (cx + 1) * stride):
+                    if y < 21 and x < 30 and gt[y, x] != 255:
+                        cells[gt[y, x], cy, cx] += 1.0 / stride ** 2
+    expected = np.zeros((21, 30), np.uint8)
+    for y in range(21):
+        for x in range(30):
+            # bilinear with half-pixel centres: source coordinate (y + 0.5) / stride - 0.5, clamped
+            sy = min(max((y + 0.5) / stride - 0.5, 0), cells.shape[1] - 1)
+            sx = min(max((x + 0.5) / stride - 0.5, 0), cells.shape[2] - 1)
+            y0, x0 = int(sy), int(sx)
+            y1, x1 = min(y0 + 1, cells.shape[1] - 1), min(x0 + 1, cells.shape[2] - 1)
+            fy, fx = sy - y0, sx - x0
+            v = ((1 - fy) * (1 - fx) * cells[:, y0, x0] + (1 - fy) * fx * cells[:, y0, x1]
+                 + fy * (1 - fx) * cells[:, y1, x0] + fy * fx * cells[:, y1, x1])
+            expected[y, x] = int(np.argmax(v))
+    got = grid_label(gt, stride, num_classes=classes)
+    assert (got == expected).mean() > 0.99  # float ties may differ at a few pixels
+    big = np.zeros((64, 64), np.uint8)
+    big[8:40, 16:48] = 3  # aligned with the grid: recovered but for its four corners, which round off
+    wrong = np.argwhere(grid_label(big, 8, num_classes=4) != big)
+    corners = np.array([(8, 16), (8, 47), (39, 16), (39, 47)])
+    assert len(wrong) > 0 and all(np.abs(corners - p).max(axis=1).min() < 4 for p in wrong)

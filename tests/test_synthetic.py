@@ -9,7 +9,7 @@ from PIL import Image
 import make_synthetic_voc
 from tool.label_io import voc_palette
 from voc12 import CAT_LIST
-from voc12.synthetic import SHAPES, TEXTURES, generate_sample, image_id, write_sample
+from voc12.synthetic import CATEGORIES, generate_sample, image_id, object_masks, write_sample
 
 SMALL = {"min_size": 64, "max_size": 96}
 
@@ -18,8 +18,8 @@ SMALL = {"min_size": 64, "max_size": 96}
 def root(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     args = make_synthetic_voc.get_args_parser().parse_args(
-        ["--out", str(out), "--num_train", "8", "--num_val", "4", "--seed", "7", "--min_size", "64",
-         "--max_size", "128"])
+        ["--out", str(out), "--num_train", "5", "--num_train_aug", "8", "--num_val", "4", "--seed", "7",
+         "--min_size", "64", "--max_size", "128"])
     make_synthetic_voc.main(args)
     return out
 
@@ -41,27 +41,35 @@ def _xml_objects(path: Path) -> tuple[tuple[int, int], list[tuple[int, int, int,
     return size, objects
 
 
-def test_every_class_has_a_shape_and_a_texture():
-    assert sorted(SHAPES) == list(range(1, 21)) and sorted(TEXTURES) == list(range(1, 21))
-    u, v = np.meshgrid(np.linspace(-1.3, 1.3, 101), np.linspace(-1.3, 1.3, 101))
-    masks = [SHAPES[c](u, v) for c in range(1, 21)]
-    for c, m in enumerate(masks, start=1):
-        # non-empty, inside the reach of the drawing window, and not filling its bounding box
-        assert m.any() and not (m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()), c
-        ys, xs = np.nonzero(m)
-        box_area = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-        assert m.sum() < 0.85 * box_area, c
-    for a in range(20):
-        for b in range(a + 1, 20):
-            assert not np.array_equal(masks[a], masks[b])
+def test_every_class_has_a_body_and_a_distinctive_part():
+    assert sorted(CATEGORIES) == list(range(1, 21))
+    codes = {(c.hue, c.pattern) for c in CATEGORIES.values()}
+    assert len(codes) == 20  # the part's hue and pattern alone tell every class apart
+    assert {c.group for c in CATEGORIES.values()} == {"vehicle", "animal", "indoor"}
+    u, v = np.meshgrid(np.linspace(-1.6, 1.6, 161), np.linspace(-1.6, 1.6, 161))
+    for cls in range(1, 21):
+        body, part = object_masks(cls, u, v)
+        whole = body | part
+        # both present, inside the drawing window, the part a minority of the object that touches the body
+        assert body.any() and part.any(), cls
+        assert not (whole[0].any() or whole[-1].any() or whole[:, 0].any() or whole[:, -1].any()), cls
+        assert 0.1 < part.sum() / whole.sum() < 0.5, cls
+        grown = np.zeros_like(part)
+        grown[1:-1, 1:-1] = part[1:-1, 1:-1] | part[:-2, 1:-1] | part[2:, 1:-1] | part[1:-1, :-2] | part[1:-1, 2:]
+        assert (grown & body).any(), cls
+    for a in range(1, 21):  # classes of one group share the body mask exactly
+        for b in range(a + 1, 21):
+            same_group = CATEGORIES[a].group == CATEGORIES[b].group
+            assert np.array_equal(object_masks(a, u, v)[0], object_masks(b, u, v)[0]) == same_group
 
 
 def test_layout_and_lists(root):
-    train, val = _ids(root, "train"), _ids(root, "val")
-    assert train == [f"2026_{i:06d}" for i in range(1, 9)]
+    train, train_aug, val = _ids(root, "train"), _ids(root, "train_aug"), _ids(root, "val")
+    assert train_aug == [f"2026_{i:06d}" for i in range(1, 9)]
+    assert train == train_aug[:5]  # as on VOC: train inside train_aug, val apart from both
     assert val == [f"2026_{i:06d}" for i in range(9, 13)]
-    assert _ids(root, "train_aug") == train
-    for image in train + val:
+    assert _ids(root, "trainval") == train + val
+    for image in train_aug + val:
         for folder, suffix in (("JPEGImages", "jpg"), ("SegmentationClass", "png"),
                                ("SegmentationObject", "png"), ("Annotations", "xml"), ("Scribbles", "png"),
                                ("Points", "json")):
@@ -80,13 +88,13 @@ def test_same_seed_same_bytes(tmp_path):
 
 
 def test_boxes_are_tight_bounds_of_visible_instances(root):
-    for image in _ids(root, "trainval"):
+    for image in _ids(root, "train_aug") + _ids(root, "val"):
         (h, w), objects = _xml_objects(root / "Annotations" / f"{image}.xml")
         seg = np.array(Image.open(root / "SegmentationClass" / f"{image}.png"))
         inst = np.array(Image.open(root / "SegmentationObject" / f"{image}.png"))
         assert seg.shape == inst.shape == (h, w)
         assert Image.open(root / "JPEGImages" / f"{image}.jpg").size == (w, h)
-        assert 1 <= len(objects) <= 4
+        assert 1 <= len(objects) <= 3
         assert set(np.unique(inst).tolist()) <= set(range(len(objects) + 1))
         assert np.array_equal(seg == 0, inst == 0)
         for k, (cls, x0, y0, x1, y1) in enumerate(objects, start=1):
@@ -97,7 +105,7 @@ def test_boxes_are_tight_bounds_of_visible_instances(root):
 
 
 def test_scribbles_and_points_lie_on_their_instance(root):
-    for image in _ids(root, "trainval"):
+    for image in _ids(root, "train_aug") + _ids(root, "val"):
         _, objects = _xml_objects(root / "Annotations" / f"{image}.xml")
         seg = np.array(Image.open(root / "SegmentationClass" / f"{image}.png"))
         inst = np.array(Image.open(root / "SegmentationObject" / f"{image}.png"))

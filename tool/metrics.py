@@ -10,6 +10,8 @@ precision over the labelled pixels, coverage = share of ground-truth pixels that
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from voc12 import IGNORE, NUM_CLASSES
 
@@ -92,3 +94,40 @@ def seed_scores_from_confusion(conf: np.ndarray) -> dict:
         "class_precision": _ratio(tp, labelled.sum(axis=0)),
         "class_coverage": _ratio(labelled.sum(axis=1), conf.sum(axis=1)),
     }
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> list[float | None]:
+    """Per-class average precision of multi-label scores (classification, no pixels).
+
+    ``scores`` ``(N, K)`` float, higher = more confident; ``labels`` ``(N, K)`` in {0, 1}. For class k,
+    images are ranked by score (ties broken by image order, stable) and AP is the mean of the precision at
+    the rank of every positive. ``None`` for a class with no positive image.
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+    if scores.shape != labels.shape or scores.ndim != 2:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must both be (N, K)")
+    order = np.argsort(-scores, axis=0, kind="stable")
+    hits = np.take_along_axis(labels > 0, order, axis=0).astype(np.float64)
+    precision = np.cumsum(hits, axis=0) / np.arange(1, len(hits) + 1)[:, None]
+    positives = hits.sum(axis=0)
+    return [float(p) / float(n) if n > 0 else None for p, n in zip((precision * hits).sum(axis=0), positives,
+                                                                      strict=True)]
+
+
+def grid_label(gt: np.ndarray, stride: int = 8, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """The best label a ``stride``-grid prediction can give: ``(H, W)`` uint8 from ``(H, W)`` ground truth.
+
+    The one-hot ground truth (255 pixels count for no class) is padded to multiples of ``stride``,
+    averaged over each ``stride×stride`` cell, upsampled back bilinearly (half-pixel centres) and cropped;
+    the argmax is the label (0 where a cell saw only 255). Its score is the upper bound that the feature
+    grid of stages 2 and 3 sets before any learning.
+    """
+    gt = np.asarray(gt)
+    h, w = gt.shape
+    labels = torch.from_numpy(gt.astype(np.int64))
+    onehot = F.one_hot(labels.clamp(max=num_classes), num_classes + 1)[..., :num_classes]  # 255 -> no class
+    onehot = onehot.permute(2, 0, 1).float()
+    hp, wp = -(-h // stride) * stride, -(-w // stride) * stride
+    cells = F.avg_pool2d(F.pad(onehot, (0, wp - w, 0, hp - h))[None], stride)
+    up = F.interpolate(cells, size=(hp, wp), mode="bilinear", align_corners=False)[0, :, :h, :w]
+    return up.argmax(0).numpy().astype(np.uint8)

@@ -1,10 +1,15 @@
-"""A generated VOC2012-style dataset whose 20 classes are shape families with class-specific textures.
+"""A generated VOC2012-style dataset whose 20 classes look alike in their bodies and differ in one part.
 
-Each class is a non-convex shape family (stars, rings, crescents, letters, spirals, ...) filled with a
-class-specific texture (stripes, checkers, dots, grids, noise, ...) in random colours, so neither colour
-nor box alone tells the class and a box holds plenty of background. Instances (1..4 per image) are drawn
-at random size, aspect, rotation and mirror over a cluttered background (gradients, noise, strokes and
-blobs that are not objects); later instances occlude earlier ones. Labels show visible pixels only.
+Every class belongs to one of three groups (vehicle, animal, indoor). An object is a body of its group --
+the group's outline, muted colours and fine texture, shared by all the group's classes -- plus one
+distinctive part: a saturated hue, a pattern (plain, stripes, dots), a shape and a place on the body that
+only its class has (:data:`CATEGORIES`). So a classifier can learn the classes from image-level labels,
+while the evidence that tells them apart covers only part of each object, as on real images, and
+class activation maps are partial. Instances (1..3 per image) vary in size, aspect, tilt, mirror,
+hue and brightness, are truncated at the image border and occlude each other (the part stays at least
+half visible). The background is muted gradients and noise with clutter that shares the bodies' colours
+and textures, so colour models (GrabCut) and box filling are far from perfect. Labels show visible pixels
+only.
 
 Everything for image ``index`` comes from ``np.random.default_rng([seed, index])``: the same
 ``(seed, index)`` gives the same sample, byte for byte, whatever else is generated.
@@ -19,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -32,159 +36,111 @@ from tool.label_io import atomic_path, save_image, save_label_png
 from voc12 import CAT_LIST, IGNORE
 
 ID_PREFIX = "2026"
-MAX_INSTANCES = 4
+MAX_INSTANCES = 3
 MIN_VISIBLE_FRACTION = 0.4  # an earlier instance keeps at least this share of its pixels visible
 MIN_VISIBLE_PIXELS = 40
 MIN_INSIDE_FRACTION = 0.6  # share of an instance's pixels that must fall inside the image
+MIN_PART_FRACTION = 0.5  # share of the distinctive part that stays inside the image and unoccluded
 PLACEMENT_TRIES = 12
 
 Array = np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------------
-# Shape families: boolean masks over shape-frame coordinates (u, v), the shape fits in about [-1, 1]².
+# Categories: every class is a body of its group (shape, muted colours and a fine texture that the
+# group's classes share) plus one distinctive part (a saturated hue, a pattern, a shape and a place on
+# the body that only this class has). The part is what tells the classes apart, so class activation
+# maps cover it and little of the body, as real CAMs cover a head or a wheel.
 # ----------------------------------------------------------------------------------------------------
-def _segments(u: Array, v: Array, points: list[tuple[float, float]], width: float) -> Array:
-    """Pixels within ``width`` of the polyline through ``points`` (a thick stroke)."""
-    out = np.zeros(u.shape, dtype=bool)
-    for (px, py), (qx, qy) in zip(points[:-1], points[1:], strict=True):
-        dx, dy = qx - px, qy - py
-        t = np.clip(((u - px) * dx + (v - py) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
-        out |= (u - px - t * dx) ** 2 + (v - py - t * dy) ** 2 <= width * width
-    return out
+@dataclass(frozen=True)
+class Category:
+    """Appearance of one class: ``group`` body, part ``hue`` index, ``pattern``, ``shape``, ``place``."""
+
+    group: str
+    hue: int
+    pattern: str
+    shape: str
+    place: str
 
 
-def _polar(u: Array, v: Array) -> tuple[Array, Array]:
-    return np.hypot(u, v), np.arctan2(v, u)
-
-
-def _star(u: Array, v: Array, points: int, inner: float) -> Array:
-    """A ``points``-pointed star: radius falls linearly in angle from 1 at a tip to ``inner`` between."""
-    r, th = _polar(u, v)
-    half = np.pi / points
-    phase = np.abs(np.mod(th, 2 * half) - half)  # 0 between tips, ``half`` at a tip
-    return r <= inner + (1.0 - inner) * phase / half
-
-
-def _lobes(u: Array, v: Array, lobes: int, base: float, depth: float) -> Array:
-    r, th = _polar(u, v)
-    return r <= base + depth * np.cos(lobes * th)
-
-
-def _annulus(u: Array, v: Array, r0: float, r1: float, cx: float = 0.0, cy: float = 0.0) -> Array:
-    r = np.hypot(u - cx, v - cy)
-    return (r >= r0) & (r <= r1)
-
-
-def _aeroplane(u, v):
-    return (_segments(u, v, [(-0.95, 0.0), (0.95, 0.0)], 0.14)
-            | _segments(u, v, [(0.15, -0.9), (0.3, 0.0), (0.15, 0.9)], 0.13)
-            | _segments(u, v, [(-0.85, -0.4), (-0.75, 0.0), (-0.85, 0.4)], 0.09))
-
-
-def _bicycle(u, v):
-    return (_annulus(u, v, 0.25, 0.4, -0.55, 0.25) | _annulus(u, v, 0.25, 0.4, 0.55, 0.25)
-            | _segments(u, v, [(-0.55, 0.25), (-0.1, -0.45), (0.55, 0.25)], 0.08))
-
-
-def _bird(u, v):  # crescent
-    return (np.hypot(u, v) <= 0.92) & (np.hypot(u - 0.4, v + 0.15) > 0.72)
-
-
-def _boat(u, v):  # U
-    return _segments(u, v, [(-0.6, -0.85), (-0.6, 0.6), (0.6, 0.6), (0.6, -0.85)], 0.22)
-
-
-def _bottle(u, v):  # L
-    return _segments(u, v, [(-0.45, -0.9), (-0.45, 0.65), (0.75, 0.65)], 0.25)
-
-
-def _bus(u, v):  # T
-    return _segments(u, v, [(-0.85, -0.7), (0.85, -0.7)], 0.22) | _segments(u, v, [(0, -0.7), (0, 0.9)], 0.22)
-
-
-def _car(u, v):  # ring
-    return _annulus(u, v, 0.5, 0.92)
-
-
-def _cat(u, v):
-    return _star(u, v, 5, 0.42)
-
-
-def _chair(u, v):  # H
-    return (_segments(u, v, [(-0.6, -0.85), (-0.6, 0.85)], 0.2)
-            | _segments(u, v, [(0.6, -0.85), (0.6, 0.85)], 0.2)
-            | _segments(u, v, [(-0.6, 0.0), (0.6, 0.0)], 0.2))
-
-
-def _cow(u, v):  # heart
-    x, y = 1.25 * u, -1.25 * v + 0.25
-    return (x * x + y * y - 1.0) ** 3 - x * x * y ** 3 <= 0
-
-
-def _diningtable(u, v):  # ring with a gap
-    return _annulus(u, v, 0.5, 0.92) & (np.abs(np.arctan2(v, u)) > 0.6)
-
-
-def _dog(u, v):
-    return _lobes(u, v, 3, 0.58, 0.38)
-
-
-def _horse(u, v):  # arrow
-    head = (u >= 0.15) & (np.abs(v) <= 0.65 * (0.95 - u) / 0.8)
-    return _segments(u, v, [(-0.95, 0.0), (0.2, 0.0)], 0.16) | head
-
-
-def _motorbike(u, v):
-    return _star(u, v, 8, 0.3)
-
-
-def _person(u, v):  # thick spiral, two turns
-    r, th = _polar(u, v)
-    pitch = 0.9 / 2.0
-    phase = np.mod(r - pitch * (th + np.pi) / (2 * np.pi), pitch)
-    return (phase < 0.5 * pitch) & (r <= 0.95) & (r >= 0.08)
-
-
-def _pottedplant(u, v):
-    return _lobes(u, v, 6, 0.66, 0.28)
-
-
-def _sheep(u, v):  # Z
-    return _segments(u, v, [(-0.7, -0.75), (0.7, -0.75), (-0.7, 0.75), (0.7, 0.75)], 0.2)
-
-
-def _sofa(u, v):  # E
-    return (_segments(u, v, [(0.65, -0.85), (-0.6, -0.85), (-0.6, 0.85), (0.65, 0.85)], 0.18)
-            | _segments(u, v, [(-0.6, 0.0), (0.45, 0.0)], 0.18))
-
-
-def _train(u, v):  # hollow square
-    m = np.maximum(np.abs(u), np.abs(v))
-    return (m >= 0.45) & (m <= 0.78)
-
-
-def _tvmonitor(u, v):  # bullseye
-    r = np.hypot(u, v)
-    return (r <= 0.3) | ((r >= 0.55) & (r <= 0.92))
-
-
-SHAPES: dict[int, Callable[[Array, Array], Array]] = dict(enumerate([
-    _aeroplane, _bicycle, _bird, _boat, _bottle, _bus, _car, _cat, _chair, _cow, _diningtable, _dog,
-    _horse, _motorbike, _person, _pottedplant, _sheep, _sofa, _train, _tvmonitor], start=1))
-"""Class id 1..20 → ``mask(u, v) -> bool`` in the shape frame."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# Textures: class id → (kind, period in pixels, angle in degrees relative to the shape, noise sigma).
-# ----------------------------------------------------------------------------------------------------
-TEXTURES: dict[int, tuple[str, float, float, float]] = {
-    1: ("stripes", 6, 0, 5), 2: ("checker", 5, 0, 5), 3: ("dots", 7, 0, 6), 4: ("zigzag", 7, 0, 5),
-    5: ("stripes", 10, 90, 8), 6: ("grid", 8, 0, 5), 7: ("rings", 6, 0, 6), 8: ("noise", 4, 0, 8),
-    9: ("hatch", 7, 45, 5), 10: ("checker", 11, 30, 7), 11: ("stripes", 4, 45, 4), 12: ("noise", 9, 0, 6),
-    13: ("dots", 4, 0, 5), 14: ("grid", 5, 20, 6), 15: ("plain", 1, 0, 14), 16: ("zigzag", 4, 90, 6),
-    17: ("dots", 11, 30, 9), 18: ("hatch", 11, 0, 6), 19: ("stripes", 8, -30, 10), 20: ("rings", 11, 0, 4),
+CATEGORIES: dict[int, Category] = {
+    1: Category("vehicle", 5, "solid", "triangle", "top"),        # aeroplane
+    2: Category("vehicle", 3, "stripes", "disc", "bottom"),       # bicycle
+    3: Category("animal", 1, "solid", "triangle", "front"),       # bird
+    4: Category("vehicle", 4, "dots", "square", "back"),          # boat
+    5: Category("indoor", 3, "solid", "disc", "top"),             # bottle
+    6: Category("vehicle", 2, "solid", "square", "front"),        # bus
+    7: Category("vehicle", 0, "solid", "disc", "bottom"),         # car
+    8: Category("animal", 2, "stripes", "triangle", "top"),       # cat
+    9: Category("indoor", 5, "stripes", "square", "back"),        # chair
+    10: Category("animal", 6, "dots", "disc", "front"),           # cow
+    11: Category("indoor", 1, "dots", "square", "bottom"),        # diningtable
+    12: Category("animal", 4, "solid", "diamond", "front"),       # dog
+    13: Category("animal", 0, "stripes", "square", "back"),       # horse
+    14: Category("vehicle", 6, "stripes", "diamond", "top"),      # motorbike
+    15: Category("animal", 3, "dots", "disc", "top"),             # person
+    16: Category("indoor", 0, "dots", "triangle", "top"),         # pottedplant
+    17: Category("animal", 5, "dots", "diamond", "bottom"),       # sheep
+    18: Category("indoor", 6, "solid", "square", "front"),        # sofa
+    19: Category("vehicle", 1, "stripes", "diamond", "back"),     # train
+    20: Category("indoor", 4, "stripes", "disc", "front"),        # tvmonitor
 }
+"""Class id 1..20 → its appearance; no two classes share the part's (hue, pattern) pair."""
+
+PART_HUES = (0.0, 0.08, 0.16, 0.33, 0.5, 0.62, 0.8)  # red, orange, yellow, green, cyan, blue, magenta
+PART_RADIUS = 0.45  # part size in body-frame units (the body spans about [-0.95, 0.95])
+PART_PERIOD = {"stripes": 7.0, "dots": 8.0}  # pattern period in pixels
+
+# group → (body hue, hue jitter, saturation range, value range, texture kind, texture period px, contrast)
+GROUPS: dict[str, tuple[float, float, tuple[float, float], tuple[float, float], str, float, float]] = {
+    "vehicle": (0.58, 0.05, (0.08, 0.3), (0.45, 0.8), "stripes", 7.0, 0.16),
+    "animal": (0.08, 0.04, (0.3, 0.55), (0.35, 0.7), "mottle", 5.0, 0.22),
+    "indoor": (0.2, 0.06, (0.15, 0.4), (0.4, 0.75), "grid", 8.0, 0.16),
+}
+
+
+def _body(group: str, u: Array, v: Array) -> Array:
+    """The group's body mask over frame coordinates ``(u, v)``."""
+    if group == "vehicle":  # a long rounded rectangle
+        return (u / 0.95) ** 4 + (v / 0.5) ** 4 <= 1.0
+    if group == "animal":  # an ellipse
+        return (u / 0.9) ** 2 + (v / 0.58) ** 2 <= 1.0
+    if group == "indoor":  # a trapezoid, wider at the bottom
+        return (np.abs(v) <= 0.72) & (np.abs(u) <= 0.5 + 0.3 * (v + 0.72) / 1.44)
+    raise ValueError(f"unknown group {group!r}")
+
+
+BODY_EXTENT = {"vehicle": (0.95, 0.5), "animal": (0.9, 0.58), "indoor": (0.65, 0.72)}
+PLACES = {"front": (0.95, -0.3), "back": (-0.95, -0.3), "top": (0.15, -1.0), "bottom": (0.45, 0.95)}
+"""Part centre as a fraction of the body's half extents (u right, v down)."""
+
+
+def _part_shape(shape: str, u: Array, v: Array) -> Array:
+    """A unit-size part mask over part-frame coordinates."""
+    if shape == "disc":
+        return u * u + v * v <= 1.0
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.85
+    if shape == "diamond":
+        return np.abs(u) + np.abs(v) <= 1.15
+    if shape == "triangle":  # apex up
+        return (v <= 0.8) & (v >= -1.0 + 1.8 * np.abs(u) / 1.05)
+    raise ValueError(f"unknown part shape {shape!r}")
+
+
+def object_masks(cls: int, u: Array, v: Array) -> tuple[Array, Array]:
+    """Body and part masks (bool) of class ``cls`` over frame coordinates ``(u, v)``."""
+    cat = CATEGORIES[cls]
+    ex, ey = BODY_EXTENT[cat.group]
+    fx, fy = PLACES[cat.place]
+    part = _part_shape(cat.shape, (u - fx * ex) / PART_RADIUS, (v - fy * ey) / PART_RADIUS)
+    return _body(cat.group, u, v), part
+
+
+def _hsv(h: float, s: float, v: float) -> Array:
+    """One RGB colour in [0, 255] from hue, saturation, value in [0, 1]."""
+    px = np.array([[[h * 180.0, s * 255.0, v * 255.0]]], np.float32)
+    return cv2.cvtColor(px.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> Array:
@@ -194,89 +150,83 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float
     return cv2.resize(grid, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC).clip(0.0, 1.0)
 
 
-def texture(cls: int, x: Array, y: Array, rng: np.random.Generator) -> Array:
-    """The class-``cls`` pattern at pixel offsets ``(x, y)`` in the shape's rotated frame, float32 [0, 1]."""
-    kind, period, angle, _ = TEXTURES[cls]
-    a = np.deg2rad(angle)
-    s = (x * np.cos(a) + y * np.sin(a)) / period
-    t = (-x * np.sin(a) + y * np.cos(a)) / period
+def pattern(kind: str, x: Array, y: Array, period: float, rng: np.random.Generator) -> Array:
+    """A pattern in [0, 1] at pixel offsets ``(x, y)`` in the object's rotated frame, float32."""
     phase = rng.random(2)
-    s, t = s + phase[0], t + phase[1]
+    s, t = x / period + phase[0], y / period + phase[1]
+    if kind == "solid":
+        return np.zeros(x.shape, np.float32)
     if kind == "stripes":
-        out = np.mod(s, 1.0) < 0.5
-    elif kind == "checker":
-        out = (np.floor(s) + np.floor(t)) % 2 == 0
-    elif kind == "dots":
-        out = (np.mod(s, 1.0) - 0.5) ** 2 + (np.mod(t, 1.0) - 0.5) ** 2 < 0.09
-    elif kind == "zigzag":
-        out = np.mod(s + 0.35 * np.abs(np.mod(t / 2, 1.0) - 0.5) * 2, 1.0) < 0.5
-    elif kind == "grid":
-        out = (np.mod(s, 1.0) < 0.25) | (np.mod(t, 1.0) < 0.25)
-    elif kind == "hatch":
-        out = (np.mod(s + t, 1.0) < 0.22) | (np.mod(s - t, 1.0) < 0.22)
-    elif kind == "rings":
-        out = np.mod(np.hypot(s - phase[0], t - phase[1]), 1.0) < 0.5
-    elif kind == "noise":
+        return (np.mod(s, 1.0) < 0.5).astype(np.float32)
+    if kind == "dots":
+        return ((np.mod(s, 1.0) - 0.5) ** 2 + (np.mod(t, 1.0) - 0.5) ** 2 < 0.1).astype(np.float32)
+    if kind == "grid":
+        return ((np.mod(s, 1.0) < 0.3) | (np.mod(t, 1.0) < 0.3)).astype(np.float32)
+    if kind == "mottle":
         return _smooth_noise(rng, x.shape, period)
-    elif kind == "plain":
-        return np.zeros(x.shape, dtype=np.float32)
-    else:
-        raise ValueError(f"unknown texture kind {kind!r}")
-    return out.astype(np.float32)
+    raise ValueError(f"unknown pattern {kind!r}")
 
 
-def _random_colour(rng: np.random.Generator) -> Array:
-    return rng.uniform(0, 255, 3).astype(np.float32)
+def body_paint(rng: np.random.Generator, group: str, x: Array, y: Array) -> Array:
+    """Colours ``(h, w, 3)`` float32 of a ``group`` body (its muted colour and fine texture) at ``(x, y)``."""
+    hue, jitter, sat, val, kind, period, contrast = GROUPS[group]
+    base = _hsv((hue + rng.uniform(-jitter, jitter)) % 1.0, rng.uniform(*sat), rng.uniform(*val))
+    t = pattern(kind, x, y, period, rng)[..., None]
+    return base * (1.0 - contrast + 2.0 * contrast * t)
 
 
-def _colour_pair(rng: np.random.Generator, min_distance: float = 70.0) -> tuple[Array, Array]:
-    """Two random RGB colours at least ``min_distance`` apart (so the texture is visible)."""
-    c0 = _random_colour(rng)
-    for _ in range(20):
-        c1 = _random_colour(rng)
-        if np.linalg.norm(c1 - c0) >= min_distance:
-            break
-    return c0, c1
+def part_paint(rng: np.random.Generator, cat: Category, x: Array, y: Array) -> Array:
+    """Colours ``(h, w, 3)`` float32 of the distinctive part of ``cat``: its hue, dark where patterned."""
+    hue = (PART_HUES[cat.hue] + rng.uniform(-0.015, 0.015)) % 1.0
+    bright = _hsv(hue, rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))
+    t = pattern(cat.pattern, x, y, PART_PERIOD.get(cat.pattern, 1.0), rng)[..., None]
+    return bright * (1.0 - 0.65 * t)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Background
+# Background: muted gradients and noise, with clutter that shares the bodies' colours and textures.
 # ----------------------------------------------------------------------------------------------------
+def _muted(rng: np.random.Generator) -> Array:
+    return _hsv(rng.random(), rng.uniform(0.05, 0.45), rng.uniform(0.3, 0.85))
+
+
 def background(rng: np.random.Generator, h: int, w: int) -> Array:
-    """A cluttered background ``(H, W, 3)`` float32 in [0, 255]: gradient, noise, random strokes/blobs."""
+    """A cluttered background ``(H, W, 3)`` float32 in [0, 255]."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     a = rng.uniform(0, 2 * np.pi)
-    ramp = (xx * np.cos(a) + yy * np.sin(a)) / max(h, w) + 0.5
-    c0, c1 = _random_colour(rng), _random_colour(rng)
-    img = c0 + (c1 - c0) * ramp[..., None].clip(0, 1)
-    low = np.stack([_smooth_noise(rng, (h, w), rng.uniform(20, 60)) for _ in range(3)], axis=-1)
-    img += (low - 0.5) * rng.uniform(40, 110)
-    img = np.ascontiguousarray(img.clip(0, 255))
+    ramp = ((xx * np.cos(a) + yy * np.sin(a)) / max(h, w) + 0.5).clip(0, 1)[..., None]
+    c0, c1 = _muted(rng), _muted(rng)
+    img = c0 + (c1 - c0) * ramp
+    low = np.stack([_smooth_noise(rng, (h, w), rng.uniform(15, 50)) for _ in range(3)], axis=-1)
+    img = np.ascontiguousarray((img + (low - 0.5) * rng.uniform(25, 60)).clip(0, 255))
     side = min(h, w)
-    for _ in range(rng.integers(3, 10)):
-        colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
-        kind = rng.integers(3)
+    for _ in range(rng.integers(3, 9)):
+        kind = rng.choice(4, p=[0.35, 0.25, 0.2, 0.2])
         centre = rng.uniform((0, 0), (w, h))
-        if kind == 0:  # a thick random polyline
+        if kind == 3:  # a thick polyline
             steps = rng.normal(0, side * 0.15, size=(int(rng.integers(2, 6)), 2)).cumsum(axis=0)
             pts = np.round(centre + steps).astype(np.int32)
-            cv2.polylines(img, [pts], False, colour, int(rng.integers(1, 6)), lineType=cv2.LINE_AA)
-        elif kind == 1:  # an ellipse, sometimes striped
-            axes = tuple(int(x) for x in rng.uniform(side * 0.04, side * 0.2, 2))
-            blob = np.zeros((h, w), np.uint8)
+            colour = tuple(float(c) for c in _muted(rng))
+            cv2.polylines(img, [pts], False, colour, int(rng.integers(1, 5)), lineType=cv2.LINE_AA)
+            continue
+        blob = np.zeros((h, w), np.uint8)
+        if rng.random() < 0.5:
+            axes = tuple(int(x) for x in rng.uniform(side * 0.05, side * 0.22, 2))
             cv2.ellipse(blob, tuple(int(c) for c in centre), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
-            m = blob.astype(bool)
-            if rng.random() < 0.4:
-                period = rng.uniform(3, 12)
-                stripes = np.mod((xx * np.cos(a) - yy * np.sin(a)) / period, 1.0) < 0.5
-                img[m & stripes] = colour
-                img[m & ~stripes] = _random_colour(rng)
-            else:
-                img[m] = colour
-        else:  # a convex polygon
-            pts = centre + rng.normal(0, side * 0.08, size=(int(rng.integers(3, 6)), 2))
-            hull = cv2.convexHull(np.round(pts).astype(np.int32))
-            cv2.fillConvexPoly(img, hull, colour, lineType=cv2.LINE_AA)
+        else:
+            pts = centre + rng.normal(0, side * 0.1, size=(int(rng.integers(3, 7)), 2))
+            cv2.fillConvexPoly(blob, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+        m = blob.astype(bool)
+        if kind == 0:  # the colours and texture of an object body: confuses colour models and GrabCut
+            group = str(rng.choice(list(GROUPS)))
+            img[m] = body_paint(rng, group, xx, yy)[m]
+        elif kind == 1:  # a plain muted blob
+            img[m] = _muted(rng)
+        else:  # a striped blob of two muted colours
+            period = rng.uniform(3, 10)
+            stripes = np.mod((xx * np.cos(a) - yy * np.sin(a)) / period, 1.0) < 0.5
+            img[m & stripes] = _muted(rng)
+            img[m & ~stripes] = _muted(rng)
     return img
 
 
@@ -285,54 +235,57 @@ def background(rng: np.random.Generator, h: int, w: int) -> Array:
 # ----------------------------------------------------------------------------------------------------
 @dataclass
 class Placement:
-    """Where an instance is drawn: its mask over ``region`` (rows y0:y1, cols x0:x1) of the image."""
+    """Where an instance is drawn: its masks over the region (rows y0:, cols x0:) of the image."""
 
     cls: int
     y0: int
     x0: int
-    mask: Array  # (h, w) bool, already clipped to the image
-    full_area: int  # pixels of the whole shape, inside the image or not
-    du: Array  # (h, w) rotated pixel offsets, for the texture
+    mask: Array  # (h, w) bool, body or part, already clipped to the image
+    part: Array  # (h, w) bool, the distinctive part (a subset of mask)
+    full_area: int  # pixels of the whole object, inside the image or not
+    part_area: int  # pixels of the whole part, inside the image or not
+    du: Array  # (h, w) rotated pixel offsets from the object centre, for the textures
     dv: Array
 
 
 def place_instance(rng: np.random.Generator, cls: int, h: int, w: int) -> Placement:
-    """Random size, aspect, rotation, mirror and centre for one class-``cls`` shape in an ``h×w`` image."""
-    radius = rng.uniform(0.16, 0.36) * min(h, w)
-    aspect = np.sqrt(rng.uniform(0.65, 1.5))
-    theta = rng.uniform(0, 2 * np.pi)
+    """Random size, aspect, tilt, mirror and centre for one class-``cls`` object in an ``h×w`` image."""
+    radius = rng.uniform(0.25, 0.42) * min(h, w)
+    aspect = np.sqrt(rng.uniform(0.7, 1.4))
+    theta = rng.uniform(-0.6, 0.6)
     mirror = -1.0 if rng.random() < 0.5 else 1.0
     cx, cy = rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h
-    half = int(np.ceil(radius * 1.4 * max(aspect, 1 / aspect))) + 1
+    half = int(np.ceil(radius * 1.45 * max(aspect, 1 / aspect))) + 1
     xs = np.arange(int(cx) - half, int(cx) + half + 1)
     ys = np.arange(int(cy) - half, int(cy) + half + 1)
     dx, dy = xs[None, :] + 0.5 - cx, ys[:, None] + 0.5 - cy
     du = mirror * (np.cos(theta) * dx + np.sin(theta) * dy)
     dv = -np.sin(theta) * dx + np.cos(theta) * dy
-    full = SHAPES[cls](du / (radius * aspect), dv * aspect / radius)
+    body, part = object_masks(cls, du / (radius * aspect), dv * aspect / radius)
+    full = body | part
     keep_y = (ys >= 0) & (ys < h)
     keep_x = (xs >= 0) & (xs < w)
     sub = np.ix_(keep_y, keep_x)
-    return Placement(cls, int(ys[keep_y][0]), int(xs[keep_x][0]), full[sub], int(full.sum()),
-                     du[sub].astype(np.float32), dv[sub].astype(np.float32))
+    return Placement(cls, int(ys[keep_y][0]), int(xs[keep_x][0]), full[sub], part[sub], int(full.sum()),
+                     int(part.sum()), du[sub].astype(np.float32), dv[sub].astype(np.float32))
 
 
 def paint_instance(rng: np.random.Generator, image: Array, p: Placement) -> None:
-    """Draw the textured, randomly coloured instance ``p`` onto ``image`` ``(H, W, 3)`` float32 in place."""
-    c0, c1 = _colour_pair(rng)
-    t = texture(p.cls, p.du, p.dv, rng)[..., None]
-    g = rng.uniform(-0.25, 0.25)  # soft shading along the shape's axis
+    """Draw instance ``p`` (body, then its part) onto ``image`` ``(H, W, 3)`` float32, in place."""
+    cat = CATEGORIES[p.cls]
+    colour = np.where(p.part[..., None], part_paint(rng, cat, p.du, p.dv), body_paint(rng, cat.group, p.du, p.dv))
+    g = rng.uniform(-0.2, 0.2)  # soft shading along the object's axis
     shade = 1.0 + g * np.tanh(p.dv / (np.abs(p.dv).max() + 1e-6))[..., None]
-    noise = rng.normal(0, TEXTURES[p.cls][3], size=p.mask.shape + (3,)).astype(np.float32)
-    colour = ((c0 + (c1 - c0) * t) * shade + noise).clip(0, 255)
+    noise = rng.normal(0, 6.0, size=p.mask.shape + (3,)).astype(np.float32)
+    colour = (colour * shade * rng.uniform(0.85, 1.1) + noise).clip(0, 255)
     hh, ww = p.mask.shape
     region = image[p.y0:p.y0 + hh, p.x0:p.x0 + ww]
     region[p.mask] = colour[p.mask]
 
 
 def sample_classes(rng: np.random.Generator, first: int) -> list[int]:
-    """1..4 instance classes for one image; the first is given (class balancing), the others random."""
-    count = int(rng.choice(np.arange(1, MAX_INSTANCES + 1), p=[0.2, 0.35, 0.3, 0.15]))
+    """1..3 instance classes for one image; the first is given (class balancing), the others random."""
+    count = int(rng.choice(np.arange(1, MAX_INSTANCES + 1), p=[0.45, 0.35, 0.2]))
     classes = [first]
     for _ in range(count - 1):
         if rng.random() < 0.2:
@@ -420,23 +373,33 @@ def generate_sample(seed: int, index: int, min_size: int = 128, max_size: int = 
     image = background(rng, h, w)
 
     owner = np.zeros((h, w), np.int32)  # 0 = background, k = k-th drawn instance
+    part_owner = np.zeros((h, w), np.int32)  # k where the visible pixel belongs to instance k's part
     visible: list[int] = []
     full: list[int] = []
+    part_visible: list[int] = []
+    part_full: list[int] = []
     classes: list[int] = []
     for cls in sample_classes(rng, int(class_order(seed)[index % 20])):
         for _ in range(PLACEMENT_TRIES):
             p = place_instance(rng, cls, h, w)
-            area = int(p.mask.sum())
-            if area < max(MIN_VISIBLE_PIXELS, MIN_INSIDE_FRACTION * p.full_area):
+            area, part_area = int(p.mask.sum()), int(p.part.sum())
+            if (area < max(MIN_VISIBLE_PIXELS, MIN_INSIDE_FRACTION * p.full_area)
+                    or part_area < MIN_PART_FRACTION * p.part_area):
                 continue
             hh, ww = p.mask.shape
             region = owner[p.y0:p.y0 + hh, p.x0:p.x0 + ww]
-            hidden = np.bincount(region[p.mask], minlength=len(visible) + 1)[1:]
-            after = np.array(visible, dtype=np.int64) - hidden
-            if np.all(after >= np.maximum(MIN_VISIBLE_PIXELS, MIN_VISIBLE_FRACTION * np.array(full))):
-                region[p.mask] = len(visible) + 1
-                visible = [*after.tolist(), area]
+            part_region = part_owner[p.y0:p.y0 + hh, p.x0:p.x0 + ww]
+            k = len(visible) + 1
+            after = np.array(visible, dtype=np.int64) - np.bincount(region[p.mask], minlength=k)[1:]
+            part_after = np.array(part_visible, dtype=np.int64) - np.bincount(part_region[p.mask], minlength=k)[1:]
+            if (np.all(after >= np.maximum(MIN_VISIBLE_PIXELS, MIN_VISIBLE_FRACTION * np.array(full)))
+                    and np.all(part_after >= MIN_PART_FRACTION * np.array(part_full))):
+                region[p.mask] = k
+                part_region[p.mask] = 0
+                part_region[p.part] = k
+                visible, part_visible = [*after.tolist(), area], [*part_after.tolist(), part_area]
                 full.append(area)
+                part_full.append(part_area)
                 classes.append(cls)
                 paint_instance(rng, image, p)
                 break
@@ -520,9 +483,17 @@ def write_sample(root: str | os.PathLike, image_id: str, sample: SyntheticSample
     _write_text(root / "Points" / f"{image_id}.json", json.dumps(clicks) + "\n")
 
 
-def write_lists(root: str | os.PathLike, train_ids: list[str], val_ids: list[str]) -> None:
-    """``ImageSets/Segmentation/{train,train_aug,val,trainval}.txt`` (bare ids, one per line)."""
+def write_lists(root: str | os.PathLike, train_ids: list[str], val_ids: list[str],
+                train_aug_ids: list[str] | None = None) -> None:
+    """``ImageSets/Segmentation/{train,train_aug,val,trainval}.txt`` (bare ids, one per line).
+
+    As on VOC, ``train_aug`` (what the classifier and the affinity nets train on) holds ``train`` (what
+    gets pseudo labels and their scores); ``train_aug_ids`` defaults to ``train_ids``.
+    """
+    train_aug_ids = list(train_ids) if train_aug_ids is None else list(train_aug_ids)
+    if not set(train_ids) <= set(train_aug_ids):
+        raise ValueError("train ids must be a subset of train_aug ids")
     folder = Path(root) / "ImageSets" / "Segmentation"
-    for name, ids in (("train", train_ids), ("train_aug", train_ids), ("val", val_ids),
+    for name, ids in (("train", train_ids), ("train_aug", train_aug_ids), ("val", val_ids),
                       ("trainval", train_ids + val_ids)):
         _write_text(folder / f"{name}.txt", "".join(f"{i}\n" for i in ids))
