@@ -20,8 +20,8 @@ import numpy as np
 
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import confusion_matrix, scores_from_confusion, seed_scores_from_confusion
-from voc12 import CLASS_NAMES, NUM_CLASSES
 from voc12.lists import read_list
+from vocabulary import CLASS_NAMES, NUM_CLASSES
 
 
 def missing_files(folder: Path, ids: Sequence[str], flag: str) -> None:

@@ -52,7 +52,7 @@ from tool.a2gnn_losses import CRF_KERNELS, CRF_RADIUS, crf_kernel_graph  # noqa:
 from tool.gated_crf_loss import GatedCRFLoss  # noqa: E402
 from tool.graph import window_graph  # noqa: E402
 from tool.propagate import CRF_WEIGHT, node_features, train_step, upsample  # noqa: E402
-from voc12.annotations import Box  # noqa: E402
+from vocabulary import Box  # noqa: E402
 
 VOC_GRID = (47, 63)
 FEATURES = 5632

@@ -7,9 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from network import resnet38d
-
-NUM_CLASSES = 21
-FROZEN_BLOCKS = ("conv1a", "b2", "b2_1", "b2_2")
+from network.resnet38d import FROZEN_BLOCKS
+from vocabulary import NUM_CLASSES
 
 
 def winner_take_all_cam(cam: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ BACKBONE_MODULES = (
     "b5", "b5_1", "b5_2",
     "b6", "b7", "bn7",
 )  # fmt: skip
+# Blocks the SEAM classifier and the affinity network keep frozen (their ``not_training`` list).
+FROZEN_BLOCKS = ("conv1a", "b2", "b2_1", "b2_2")
 
 
 def scaled(channels: int, width: float) -> int:

@@ -16,7 +16,7 @@ from tool.a2gnn_losses import (
 )
 from tool.gated_crf_loss import GatedCRFLoss
 from tool.graph import window_graph
-from voc12.annotations import Box
+from vocabulary import Box
 
 
 def upsample(grid, size):

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tool.gated_crf_loss import GatedCRFLoss
-from tool.graph import WindowGraph, window_graph
-from voc12 import IGNORE
-from voc12.annotations import Box
+from network.a2gnn import COS_EPS
+from network.graph import WindowGraph
+from tool.gated_crf_loss import SIGMA_RGB, SIGMA_XY, GatedCRFLoss
+from tool.graph import window_graph
+from vocabulary import IGNORE, Box
 
-COS_EPS = 1e-7
 PAIR_EPS = 1e-5
-CRF_KERNELS = [{"weight": 1, "xy": 6, "rgb": 0.1}]
+CRF_KERNELS = [{"weight": 1, "xy": SIGMA_XY, "rgb": SIGMA_RGB}]
 CRF_RADIUS = 5
 
 

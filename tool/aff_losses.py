@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tool.dist import mean_over_processes
-from tool.gated_crf_loss import affinity_crf_terms, unfold_window
-from voc12 import IGNORE
+from tool.gated_crf_loss import SIGMA_RGB, SIGMA_XY, affinity_crf_terms, unfold_window
+from vocabulary import IGNORE
 
 EPS = 1e-5
 TERM_WEIGHTS = {"bg": 0.25, "fg": 0.25, "neg": 0.5, "crf": 3.0}
@@ -44,7 +44,7 @@ def affinity_label_masks(labels: Tensor, radius: int) -> dict[str, Tensor]:
 
 
 def affinity_loss(aff: Tensor, aff_crf: Tensor, labels: Tensor, image: Tensor, valid: Tensor, radius: int,
-                  sigma_rgb: float = 0.1, sigma_xy: float = 6.0,
+                  sigma_rgb: float = SIGMA_RGB, sigma_xy: float = SIGMA_XY,
                   sync_counts: bool = False) -> dict[str, Tensor]:
     """The affinity training loss of SPEC §2.1 for one batch.
 

@@ -17,6 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# Kernel of the gated CRF terms of stages 2 and 3 (SPEC §2.1, §3.4): sigma of the normalized RGB values and
+# of the x, y position in grid cells.
+SIGMA_RGB = 0.1
+SIGMA_XY = 6.0
+
 Downsampler = Callable[[Tensor, tuple[int, int]], Tensor]
 
 
@@ -212,7 +217,7 @@ class GatedCRFLoss(nn.Module):
 
 
 def affinity_crf_terms(aff_crf: Tensor, image: Tensor, valid: Tensor, radius: int,
-                       sigma_rgb: float = 0.1, sigma_xy: float = 6.0) -> tuple[Tensor, Tensor]:
+                       sigma_rgb: float = SIGMA_RGB, sigma_xy: float = SIGMA_XY) -> tuple[Tensor, Tensor]:
     """Numerator and pair count of the affinity CRF loss (SPEC §2.1): ``(Σ K·aff_crf·m, Σ m)``.
 
     aff_crf: ``(N, 2r+1, 2r+1, h, w)`` feature distances. image: ``(N, 3, H, W)`` normalized crop,
@@ -234,7 +239,7 @@ def affinity_crf_terms(aff_crf: Tensor, image: Tensor, valid: Tensor, radius: in
 
 
 def affinity_crf_loss(aff_crf: Tensor, image: Tensor, valid: Tensor, radius: int,
-                      sigma_rgb: float = 0.1, sigma_xy: float = 6.0) -> Tensor:
+                      sigma_rgb: float = SIGMA_RGB, sigma_xy: float = SIGMA_XY) -> Tensor:
     """``L_crf = Σ K_ij · aff_crf_ij · m_ij / Σ m_ij`` over the batch (0 when no pair is valid); see
     :func:`affinity_crf_terms` for shapes."""
     weighted, count = affinity_crf_terms(aff_crf, image, valid, radius, sigma_rgb, sigma_xy)

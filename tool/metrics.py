@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voc12 import IGNORE, NUM_CLASSES
+from vocabulary import IGNORE, NUM_CLASSES
 
 PRED_255_MODES = ("background", "wrong")
 

@@ -19,19 +19,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from network.a2gnn import A2GNN
+from network.graph import WindowGraph
 from tool.a2gnn_losses import crf_kernel_graph, gated_crf_term, mp_loss, random_walk, seed_loss
 from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import default_device, str2bool
 from tool.crf import A2GNN_CRF, dense_crf
 from tool.dist import cleanup_distributed, init_distributed
-from tool.graph import WindowGraph, window_graph
+from tool.graph import window_graph
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
 from tool.runner import RunSummary, run_per_image
 from tool.transforms import normalize, pad_to_multiple, to_chw_tensor
-from voc12 import IGNORE, NUM_CLASSES
-from voc12.annotations import Box, read_boxes
+from voc12.annotations import read_boxes
 from voc12.lists import read_list
+from vocabulary import IGNORE, NUM_CLASSES, Box
 
 STRIDE = 8
 SCHEDULES = ("box", "others")
