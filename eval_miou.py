@@ -1,4 +1,4 @@
-"""Score label maps against ground truth: per-class IoU, mIoU, pixel accuracy (SPEC §5).
+"""Score label maps against ground truth: per-class IoU, mIoU, pixel accuracy (algorithm.md §5).
 
     python eval_miou.py --pred_dir out/pseudo --gt_dir VOC2012/SegmentationClass --list train.txt
     python eval_miou.py --pred_dir out/seeds --gt_dir VOC2012/SegmentationClass --list train --seeds

@@ -1,4 +1,4 @@
-"""Affinity attention graph neural network (A2GNN, SPEC §3.3) on a sparse window graph.
+"""Affinity attention graph neural network (A2GNN, algorithm.md §3.3) on a sparse window graph.
 
 Per layer, for node ``i`` and its window neighbours ``j`` inside the grid with ``cos(x_i, x_j) ≥ 0``:
 ``P_ij = softmax_j(β·cos(x_i, x_j) + 10·A_ij)``, ``x_i ← Σ_j P_ij x_j``, with

@@ -1,4 +1,4 @@
-"""Window graphs over the feature grid (SPEC §3.2), the input of the A2GNN layers: every grid cell is a node,
+"""Window graphs over the feature grid (algorithm.md §3.2), the input of the A2GNN layers: every grid cell is a node,
 its neighbours are the cells of the ``(2r+1)²`` square window around it that lie inside the grid.
 
 Layout: node ``i = y·w + x``; neighbour slot ``k = (dy + r)·(2r+1) + (dx + r)`` holds the node at

@@ -1,4 +1,4 @@
-"""Affinity network (stages 2 and 3): ResNet-38 + 448-channel embedding + window affinities, SPEC §0.3."""
+"""Affinity network (stages 2 and 3): ResNet-38 + 448-channel embedding + window affinities, algorithm.md §0.3."""
 
 from __future__ import annotations
 

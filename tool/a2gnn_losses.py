@@ -1,4 +1,4 @@
-"""Losses of the per-image A2GNN training (SPEC §3.4) and the random-walk fusion (SPEC §3.7).
+"""Losses of the per-image A2GNN training (algorithm.md §3.4) and the random-walk fusion (algorithm.md §3.7).
 
 Grid tensors are ``(C, h, w)`` at feature resolution; the losses see their upsampling to the padded
 image resolution ``Hp = 8h``, ``Wp = 8w`` of the seed maps, ``(Hp, Wp)`` long with classes 0..C-1 and

@@ -1,4 +1,4 @@
-"""Label maps from class boxes: box filling, GrabCut per box, and the smallest-box overlap rule (SPEC §1.3).
+"""Label maps from class boxes: box filling, GrabCut per box, and the smallest-box overlap rule (algorithm.md §1.3).
 
 Boxes are ``vocabulary.Box``: integer ``cls`` (1..20) and 0-based inclusive ``x0, y0, x1, y1``. Where
 boxes (or their masks) overlap, a pixel belongs to the smallest box that claims it; among boxes of equal

@@ -1,4 +1,4 @@
-"""Gated CRF loss (Obukhov et al., 2019) and its affinity-training variant (SPEC §2.1, §3.4).
+"""Gated CRF loss (Obukhov et al., 2019) and its affinity-training variant (algorithm.md §2.1, §3.4).
 
 Both share one window kernel: for every pixel ``i`` of a ``(h, w)`` grid and every neighbour ``j`` in the
 ``(2r+1)²`` square window around it, ``K_ij = exp(-½‖φ_i − φ_j‖²)`` where ``φ`` stacks feature maps that
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Kernel of the gated CRF terms of stages 2 and 3 (SPEC §2.1, §3.4): sigma of the normalized RGB values and
+# Kernel of the gated CRF terms of stages 2 and 3 (algorithm.md §2.1, §3.4): sigma of the normalized RGB values and
 # of the x, y position in grid cells.
 SIGMA_RGB = 0.1
 SIGMA_XY = 6.0
@@ -218,7 +218,7 @@ class GatedCRFLoss(nn.Module):
 
 def affinity_crf_terms(aff_crf: Tensor, image: Tensor, valid: Tensor, radius: int,
                        sigma_rgb: float = SIGMA_RGB, sigma_xy: float = SIGMA_XY) -> tuple[Tensor, Tensor]:
-    """Numerator and pair count of the affinity CRF loss (SPEC §2.1): ``(Σ K·aff_crf·m, Σ m)``.
+    """Numerator and pair count of the affinity CRF loss (algorithm.md §2.1): ``(Σ K·aff_crf·m, Σ m)``.
 
     aff_crf: ``(N, 2r+1, 2r+1, h, w)`` feature distances. image: ``(N, 3, H, W)`` normalized crop,
     bilinearly resized to ``(h, w)`` (align_corners=False). valid: ``(N, H, W)`` 1 inside the crop, 0 on

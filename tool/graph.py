@@ -1,4 +1,4 @@
-"""Building the window graph of an affinity map (SPEC §3.2); the graph types and their layout are in
+"""Building the window graph of an affinity map (algorithm.md §3.2); the graph types and their layout are in
 ``network.graph``.
 """
 
@@ -15,7 +15,7 @@ def window_graph(aff: Tensor, radius: int, self_weight: float | None = 1.0) -> W
 
     aff: ``(2r+1, 2r+1, h, w)`` float, ``aff[dy+r, dx+r, y, x]`` = affinity of node ``(y, x)`` to
     ``(y+dy, x+dx)`` (the affinity network's output for one image). Out-of-grid neighbours become
-    invalid. ``self_weight``: value of ``A_ii`` (SPEC §3.2 sets 1); ``None`` keeps ``aff``'s centre tap.
+    invalid. ``self_weight``: value of ``A_ii`` (algorithm.md §3.2 sets 1); ``None`` keeps ``aff``'s centre tap.
     """
     d = 2 * radius + 1
     if aff.dim() != 4 or aff.shape[0] != d or aff.shape[1] != d:

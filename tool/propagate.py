@@ -1,4 +1,4 @@
-"""Stage 3: per-image A2GNN training and inference (SPEC §3), and the per-image job both
+"""Stage 3: per-image A2GNN training and inference (algorithm.md §3), and the per-image job both
 ``train_infer_A2GNN_*.py`` scripts run.
 
 ``propagate`` takes tensors and returns class probabilities before the dense CRF. ``A2GNNJob`` reads one
@@ -41,7 +41,7 @@ CRF_WEIGHT = {"box": 0.01, "others": 0.3}  # weight of the gated CRF term in the
 
 @dataclass
 class PropagateConfig:
-    """Per-image training settings (SPEC §3.5, §3.7). ``epochs`` is the length of each of the two phases.
+    """Per-image training settings (algorithm.md §3.5, §3.7). ``epochs`` is the length of each of the two phases.
 
     schedule ``'box'``: seed + MP loss, then seed + MP + 0.01·CRF. ``'others'``: seed loss, then
     seed + 0.3·CRF. ``rw``: fuse the random walk of the CAMs into the probabilities.
@@ -102,7 +102,7 @@ def train_step(model: A2GNN, x: Tensor, graph: WindowGraph, seeds: Tensor, optim
 
 def random_walk_scores(cams: Tensor, cam_classes: Tensor, aff: Tensor, image_size: tuple[int, int],
                        cfg: PropagateConfig) -> Tensor:
-    """CAM random walk (SPEC §3.7): ``(C, H, W)`` scores.
+    """CAM random walk (algorithm.md §3.7): ``(C, H, W)`` scores.
 
     cams ``(K, H, W)`` or ``(K, Hp, Wp)`` in [0, 1] for ``cam_classes`` ``(K,)`` (1..C-1); background
     ``(1 − max cam)^alpha`` inside the image, 0 in the padding (as published); 8×8 average pooling, walk on

@@ -1,4 +1,4 @@
-"""Merging weak annotations (boxes, scribbles, points) with CAM seeds into seed labels (SPEC §1.3).
+"""Merging weak annotations (boxes, scribbles, points) with CAM seeds into seed labels (algorithm.md §1.3).
 
 Every label map here is ``(H, W)`` uint8 with class ids 0..20 (0 = background) and 255 = unknown.
 """
