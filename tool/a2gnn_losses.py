@@ -17,7 +17,7 @@ from torch import Tensor
 
 from network.a2gnn import COS_EPS
 from network.graph import WindowGraph
-from tool.gated_crf_loss import SIGMA_RGB, SIGMA_XY, GatedCRFLoss
+from tool.gated_crf_loss import SIGMA_RGB, SIGMA_XY, gated_crf_kernels
 from tool.graph import window_graph
 from vocabulary import IGNORE, Box
 
@@ -113,16 +113,16 @@ def seed_loss(grid: Tensor, seeds: Tensor) -> Tensor:
 
 def crf_kernel_graph(image: Tensor) -> WindowGraph:
     """The gated CRF kernel of ``image`` ``(3, h, w)`` (the normalized image resized to the grid): kernel
-    weight 1, σ_xy 6 (grid cells), σ_rgb 0.1, radius 5 (``GatedCRFLoss.kernels``), as a window graph with
+    weight 1, σ_xy 6 (grid cells), σ_rgb 0.1, radius 5 (``gated_crf_kernels``), as a window graph with
     ``A_ij = K_ij`` and ``A_ii = 0``. Fixed per image: built once, used by every epoch's CRF term."""
-    kernel = GatedCRFLoss.kernels(CRF_KERNELS, CRF_RADIUS, {"rgb": image[None]}, image[None])[0, 0]
+    kernel = gated_crf_kernels(CRF_KERNELS, CRF_RADIUS, {"rgb": image[None]}, image[None])[0, 0]
     return window_graph(kernel, CRF_RADIUS, self_weight=None)
 
 
 def gated_crf_term(probs: Tensor, kernel: WindowGraph) -> Tensor:
     """Gated CRF loss (Potts) of ``probs`` ``(N, C)`` (softmax of the node logits) with the kernel graph
     ``kernel`` (``crf_kernel_graph``): ``(Σ K − Σ_c Σ_i y_ci Σ_j K_ij y_cj) / N``, the Potts form of
-    ``GatedCRFLoss``. The window sums ``Σ_j K_ij y_cj`` are batched products over the kernel's tiles."""
+    the gated CRF loss. The window sums ``Σ_j K_ij y_cj`` are batched products over the kernel's tiles."""
     tiles = kernel.tiles
     padded = torch.cat([probs, probs.new_zeros(1, probs.shape[1])])  # row N: outside the grid
     halo = padded.index_select(0, tiles.halo_index.view(-1)).view(*tiles.halo_index.shape, -1)
