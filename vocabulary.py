@@ -17,7 +17,7 @@ CAT_LIST = [
     "tvmonitor",
 ]
 CLASS_NAMES = ["background", *CAT_LIST]
-NUM_CLASSES = 21
+NUM_CLASSES = len(CLASS_NAMES)  # 21
 IGNORE = 255
 IGNORE_COLOR = (224, 224, 192)
 

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from tool.crf import CAM_CRF, CRFParams, dense_crf
 from tool.label_io import load_npz, save_npz
+from vocabulary import NUM_CLASSES
 
-NUM_FG = 20
+NUM_FG = NUM_CLASSES - 1  # foreground classes, 1..20
 EPS = 1e-5
 
 
