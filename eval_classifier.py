@@ -24,10 +24,10 @@ from tool.cli import default_device
 from tool.label_io import atomic_path
 from tool.metrics import average_precision
 from tool.transforms import normalize, to_chw_tensor
-from voc12 import CAT_LIST
 from voc12.data import ImageDataset
 from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
+from vocabulary import CAT_LIST
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Score label maps against ground truth: per-class IoU, mIoU, pixel accuracy (SPEC §5).
+"""Score label maps against ground truth: per-class IoU, mIoU, pixel accuracy (algorithm.md §5).
 
     python eval_miou.py --pred_dir out/pseudo --gt_dir VOC2012/SegmentationClass --list train.txt
     python eval_miou.py --pred_dir out/seeds --gt_dir VOC2012/SegmentationClass --list train --seeds
@@ -20,8 +20,8 @@ import numpy as np
 
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import confusion_matrix, scores_from_confusion, seed_scores_from_confusion
-from voc12 import CLASS_NAMES, NUM_CLASSES
 from voc12.lists import read_list
+from vocabulary import CLASS_NAMES, NUM_CLASSES
 
 
 def missing_files(folder: Path, ids: Sequence[str], flag: str) -> None:

@@ -1,4 +1,4 @@
-"""Stage 1: multi-scale CAMs of the SEAM classifier, dense-CRF labels and confident seeds (SPEC §1.1).
+"""Stage 1: multi-scale CAMs of the SEAM classifier, dense-CRF labels and confident seeds (algorithm.md §1.1).
 
 Writes, per image and for each output folder given: ``--out_cam`` CAM arrays (``.npz``, see
 ``tool.cam.save_cams``), ``--out_cam_pred`` the CAM argmax label, ``--out_la_crf``/``--out_ha_crf`` the CRF

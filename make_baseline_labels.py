@@ -23,9 +23,9 @@ from tool.box_labels import box_fill_label, grabcut_label
 from tool.cli import str2bool
 from tool.label_io import read_image, read_label_png, save_label_png
 from tool.runner import run_per_image
-from voc12 import IGNORE
 from voc12.annotations import read_boxes
 from voc12.lists import read_list
+from vocabulary import IGNORE
 
 METHODS = ("box_fill", "grabcut", "seeds")
 

@@ -1,4 +1,4 @@
-"""Stage 1: seed labels for each kind of weak supervision (SPEC §1.3), one palette PNG per image.
+"""Stage 1: seed labels for each kind of weak supervision (algorithm.md §1.3), one palette PNG per image.
 
 ``--type image`` checks and copies the CAM seeds of ``infer_SEAM.py --crf``; ``box`` merges VOC XML boxes
 (GrabCut per box) with them; ``scribble`` spreads scribble strokes over SLIC superpixels

@@ -36,7 +36,7 @@ STAGES = ("data", "cam_train", "cam_infer", "seeds", "baselines", "aff_train", "
 SUPERVISIONS = ("image", "point", "scribble", "box")
 PER_IMAGE_SCRIPTS = {"infer_SEAM", "make_seed_labels", "make_baseline_labels", "train_infer_A2GNN_box",
                      "train_infer_A2GNN_others"}  # these take --shard i/n
-AFF_RADIUS = {"image": 3, "point": 3, "scribble": 4, "box": 4}  # SPEC §2.2
+AFF_RADIUS = {"image": 3, "point": 3, "scribble": 4, "box": 4}  # algorithm.md §2.2
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Plan:
     aff_batch: int
     aff_crop: int
     aff_lr: float
-    box_epochs: int  # A2GNN epochs per phase (SPEC §3.5: 150 box, 50 others)
+    box_epochs: int  # A2GNN epochs per phase (algorithm.md §3.5: 150 box, 50 others)
     others_epochs: int
     hidden: int
 
@@ -74,7 +74,7 @@ PLANS = {
                   cam_scales=(1.0,),
                   aff_epochs=1, aff_batch=4, aff_crop=96, aff_lr=0.01,
                   box_epochs=20, others_epochs=10, hidden=64),
-    # real VOC2012 (--voc12_root without --quick): the published schedules, SPEC §1.1, 1.2, 2.2, 3.5
+    # real VOC2012 (--voc12_root without --quick): the published schedules, algorithm.md §1.1, 1.2, 2.2, 3.5
     "voc": Plan(num_train=0, num_val=0, min_size=0, max_size=0, width=1.0,
                 cam_epochs=8, cam_batch=8, cam_crop=448, cam_resize_long=(448, 768), cam_lr=0.01,
                 cam_scales=(0.5, 1.0, 1.5, 2.0),
@@ -172,7 +172,7 @@ class Pipeline:
         return str(path)
 
     def seed_dir(self, sup: str) -> Path:
-        """Seeds A2GNN propagates (SPEC §1.3 names)."""
+        """Seeds A2GNN propagates (algorithm.md §1.3 names)."""
         return self.work / "seeds" / {"image": "SEAM_Image", "point": "SEAM_Point",
                                       "scribble": "Scribble_SuperPixel", "box": "SEAM_Box"}[sup]
 
@@ -283,7 +283,7 @@ class Pipeline:
         gt = self.root / "SegmentationClass"
         ids = read_list(self.infer_list, self.root)
         seeds = evaluate(self.seed_dir(sup), gt, ids, seeds=True)
-        result = {"seed_miou": evaluate(self.seed_dir(sup), gt, ids)["miou"],  # 255 -> background (SPEC §5)
+        result = {"seed_miou": evaluate(self.seed_dir(sup), gt, ids)["miou"],  # 255 -> background (algorithm.md §5)
                   "seed_precision": seeds["precision"], "seed_coverage": seeds["coverage"], "baselines": {}}
         if sup == "image":
             result["baselines"]["cam"] = evaluate(self.cam_pred, gt, ids)["miou"]

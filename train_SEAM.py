@@ -1,4 +1,4 @@
-"""Stage 1: train the SEAM classifier (SPEC §1.2) on image-level labels.
+"""Stage 1: train the SEAM classifier (algorithm.md §1.2) on image-level labels.
 
 Single process (CPU or one GPU): ``python train_SEAM.py --voc12_root VOC2012 ...``.
 Several GPUs: ``torchrun --nproc_per_node 4 train_SEAM.py ...`` (``--batch_size`` stays the global batch).

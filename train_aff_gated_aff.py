@@ -1,4 +1,4 @@
-"""Stage 2: train the affinity network on seed labels (SPEC §2).
+"""Stage 2: train the affinity network on seed labels (algorithm.md §2).
 
 Single process (CPU or one GPU):
     python train_aff_gated_aff.py --voc12_root VOC2012 --label_dir data/Init_Label/SEAM_Box --radius 4
@@ -38,7 +38,7 @@ LOG_TERMS = ("loss", "bg", "fg", "neg", "crf")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Stage 2: train the affinity network (SPEC §2).",
+    p = argparse.ArgumentParser(description="Stage 2: train the affinity network (algorithm.md §2).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--batch_size", default=4, type=int, help="global batch over all processes")
     p.add_argument("--max_epoches", default=12, type=int)

@@ -1,4 +1,4 @@
-"""Stage 3, box supervision: per-image A2GNN on box seeds with the MP loss (SPEC §3).
+"""Stage 3, box supervision: per-image A2GNN on box seeds with the MP loss (algorithm.md §3).
 
     python train_infer_A2GNN_box.py --voc12_root VOC2012 --BoxXmlpath VOC2012/Annotations \
         --weights netWeights/final_model/aff_box.pth --save_path out/box_pred \

@@ -1,5 +1,5 @@
 """Stage 3, scribble / point / image-level supervision: per-image A2GNN on seeds, optionally fused with
-the random walk of the CAMs (``--rw True``, image and point) (SPEC §3).
+the random walk of the CAMs (``--rw True``, image and point) (algorithm.md §3).
 
     python train_infer_A2GNN_others.py --rw False --voc12_root VOC2012 \
         --weights netWeights/final_model/aff_scribble.pth --save_path out/scribble_pred \

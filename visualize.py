@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tool.cli import str2bool
-from tool.label_io import atomic_path, read_image, read_label_png, voc_palette
-from voc12 import CLASS_NAMES, IGNORE
+from tool.label_io import atomic_path, read_image, read_label_png
 from voc12.lists import read_list
+from vocabulary import CLASS_NAMES, IGNORE, voc_palette
 
 HEADER = 18
 PAD = 4

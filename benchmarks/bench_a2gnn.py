@@ -43,16 +43,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the dense reference of the gated CRF loss
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from gated_crf_reference import GatedCRFLoss  # noqa: E402
 
 from network.a2gnn import A2GNN  # noqa: E402
 from tool.a2gnn_losses import CRF_KERNELS, CRF_RADIUS, crf_kernel_graph  # noqa: E402
-from tool.gated_crf_loss import GatedCRFLoss  # noqa: E402
 from tool.graph import window_graph  # noqa: E402
 from tool.propagate import CRF_WEIGHT, node_features, train_step, upsample  # noqa: E402
-from voc12.annotations import Box  # noqa: E402
+from vocabulary import Box  # noqa: E402
 
 VOC_GRID = (47, 63)
 FEATURES = 5632

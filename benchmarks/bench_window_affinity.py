@@ -1,4 +1,4 @@
-"""Window affinities of the affinity net (SPEC §0.3): ``WindowL1Distance`` against the unfolded formula.
+"""Window affinities of the affinity net (algorithm.md §0.3): ``WindowL1Distance`` against the unfolded formula.
 
 Forward + backward of ``aff_crf = mean_c |f_i − f_j|`` over the ``(2r+1)²`` window, r = 4, 448 channels,
 at the stage-2 training shape of the published schedule (batch 4, crop 448 → 56×56), at the demo's

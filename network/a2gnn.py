@@ -1,10 +1,10 @@
-"""Affinity attention graph neural network (A2GNN, SPEC §3.3) on a sparse window graph.
+"""Affinity attention graph neural network (A2GNN, algorithm.md §3.3) on a sparse window graph.
 
 Per layer, for node ``i`` and its window neighbours ``j`` inside the grid with ``cos(x_i, x_j) ≥ 0``:
 ``P_ij = softmax_j(β·cos(x_i, x_j) + 10·A_ij)``, ``x_i ← Σ_j P_ij x_j``, with
 ``cos = x_i·x_j / (‖x_i‖‖x_j‖ + 1e-7)``. This is the published dense formulation (masked entries there get
 −1e9 and vanish) restricted to the window. The window sums run as batched matrix products over tiles
-of nodes and their halos (``tool.graph.TiledWindows``): ``O(N·(t+2r)²)`` memory and work, no ``N × N``.
+of nodes and their halos (``network.graph.TiledWindows``): ``O(N·(t+2r)²)`` memory and work, no ``N × N``.
 The layer's backward pass is written out (``WindowAttention``): it keeps only the node embeddings, the
 cosines and the attention of the tiles, and frees the halo before its gradient is allocated.
 """
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tool.graph import TiledWindows, WindowGraph
+from network.graph import TiledWindows, WindowGraph
 
 MASKED = -1e9  # logit of excluded pairs, as in the published dense code (exp underflows to exactly 0)
 COS_EPS = 1e-7

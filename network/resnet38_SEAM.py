@@ -1,4 +1,4 @@
-"""SEAM classifier: ResNet-38 + ``fc8`` CAM head + pixel correlation module (PCM), SPEC §0.2."""
+"""SEAM classifier: ResNet-38 + ``fc8`` CAM head + pixel correlation module (PCM), algorithm.md §0.2."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from network import resnet38d
-
-NUM_CLASSES = 21
-FROZEN_BLOCKS = ("conv1a", "b2", "b2_1", "b2_2")
+from network.resnet38d import FROZEN_BLOCKS
+from vocabulary import NUM_CLASSES
 
 
 def winner_take_all_cam(cam: torch.Tensor) -> torch.Tensor:
-    """Normalized CAM fed to the PCM, SPEC §0.2 step 2. ``(N, 21, h, w)`` → ``(N, 21, h, w)`` in [0, 1].
+    """Normalized CAM fed to the PCM, algorithm.md §0.2 step 2. ``(N, 21, h, w)`` → ``(N, 21, h, w)`` in [0, 1].
 
     ``relu(cam)`` divided per channel by its spatial max (+1e-5); channel 0 := 1 − max over 1..20; in
     channels 1..20 only the per-pixel maximum is kept (ties all kept), the others are 0.

@@ -1,4 +1,4 @@
-"""Affinity network (stages 2 and 3): ResNet-38 + 448-channel embedding + window affinities, SPEC §0.3."""
+"""Affinity network (stages 2 and 3): ResNet-38 + 448-channel embedding + window affinities, algorithm.md §0.3."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from network import resnet38d
-
-FROZEN_BLOCKS = ("conv1a", "b2", "b2_1", "b2_2")
+from network.resnet38d import FROZEN_BLOCKS
 
 
 class WindowL1Distance(torch.autograd.Function):

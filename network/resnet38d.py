@@ -1,4 +1,4 @@
-"""ResNet-38 backbone (pre-activation wide ResNet, output stride 8), SPEC §0.1.
+"""ResNet-38 backbone (pre-activation wide ResNet, output stride 8), algorithm.md §0.1.
 
 Parameter names equal the published checkpoints (``conv1a``, ``b2`` .. ``b7``, ``bn7``), so their state
 dicts load strictly. Every BatchNorm is frozen: it always normalizes with its running statistics (also in
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# SPEC §0.1 channel counts at width 1.
+# algorithm.md §0.1 channel counts at width 1.
 STAGE_CHANNELS = {"conv1a": 64, "b2": 128, "b3": 256, "b4": 512, "b5": (512, 1024), "b6": 2048, "b7": 4096}
 # Top-level modules holding the backbone parameters (their keys are "backbone keys").
 BACKBONE_MODULES = (
@@ -27,6 +27,8 @@ BACKBONE_MODULES = (
     "b5", "b5_1", "b5_2",
     "b6", "b7", "bn7",
 )  # fmt: skip
+# Blocks the SEAM classifier and the affinity network keep frozen (their ``not_training`` list).
+FROZEN_BLOCKS = ("conv1a", "b2", "b2_1", "b2_2")
 
 
 def scaled(channels: int, width: float) -> int:

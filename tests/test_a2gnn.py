@@ -7,7 +7,7 @@ from tool.graph import window_graph
 
 
 def dense_layer(x, beta, weights, edges):
-    """SPEC §3.3 written densely, as published: N×N cosine, -1e9 masks, softmax, P @ x."""
+    """algorithm.md §3.3 written densely, as published: N×N cosine, -1e9 masks, softmax, P @ x."""
     norm = torch.norm(x, 2, 1).view(-1, 1)
     cos = torch.div(x @ x.t(), norm @ norm.t() + 1e-7)
     mask = torch.zeros_like(cos)

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from gated_crf_reference import GatedCRFLoss
 
 from tool.a2gnn_losses import (
     bilinear_at,
@@ -14,9 +15,8 @@ from tool.a2gnn_losses import (
     random_walk,
     seed_loss,
 )
-from tool.gated_crf_loss import GatedCRFLoss
 from tool.graph import window_graph
-from voc12.annotations import Box
+from vocabulary import Box
 
 
 def upsample(grid, size):

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gated_crf_reference import affinity_crf_loss
 
 from tool.aff_losses import affinity_label_masks, affinity_loss, resize_nearest
-from tool.gated_crf_loss import affinity_crf_loss
 
 RADIUS = 2
 D = 2 * RADIUS + 1

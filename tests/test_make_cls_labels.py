@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 
-from voc12 import CAT_LIST
 from voc12.make_cls_labels import (
     build_cls_labels,
     get_args_parser,
@@ -12,6 +11,7 @@ from voc12.make_cls_labels import (
     main,
     save_cls_labels,
 )
+from vocabulary import CAT_LIST
 
 OBJECTS = {"2007_000001": ["dog", "person"], "2007_000002": ["aeroplane"], "2008_000003": ["tvmonitor"]}
 

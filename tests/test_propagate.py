@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from tool.propagate import PropagateConfig, node_features, propagate
-from voc12.annotations import Box
+from vocabulary import Box
 
 H, W = 90, 124  # image size; padded to 96 x 128, grid 12 x 16
 

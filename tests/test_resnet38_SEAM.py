@@ -1,4 +1,4 @@
-"""SEAM network: published keys, output shapes, PCM equal to the SPEC §0.2 formula, parameter groups."""
+"""SEAM network: published keys, output shapes, PCM equal to the algorithm.md §0.2 formula, parameter groups."""
 
 import math
 
@@ -19,7 +19,7 @@ def test_width1_keys_and_shapes():
 
 
 def reference_cam_rv(net, x):
-    """cam_rv written directly from SPEC §0.2 with explicit per-channel / per-pixel steps."""
+    """cam_rv written directly from algorithm.md §0.2 with explicit per-channel / per-pixel steps."""
     d = net.forward_as_dict(x)
     cam = net.fc8(d["conv6"])
     n, c, h, w = cam.shape

@@ -1,4 +1,4 @@
-"""Affinity network: published keys, window affinities equal a pixel-by-pixel loop (SPEC §0.3)."""
+"""Affinity network: published keys, window affinities equal a pixel-by-pixel loop (algorithm.md §0.3)."""
 
 import numpy as np
 import torch

@@ -1,4 +1,4 @@
-"""ResNet-38 backbone: published key names and shapes (SPEC §0.1 table), output sizes, frozen BatchNorm."""
+"""ResNet-38 backbone: published key names and shapes (algorithm.md §0.1 table), output sizes, frozen BatchNorm."""
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ def _bn(name, c):
 
 
 def spec_backbone_shapes() -> dict[str, tuple]:
-    """Every state-dict key of the width-1 backbone with its shape, written from the SPEC §0.1 table."""
+    """Every state-dict key of the width-1 backbone with its shape, written from the algorithm.md §0.1 table."""
     shapes = {"conv1a.weight": (64, 3, 3, 3)}
     # (name, in, mid, out, stride) for the two-conv blocks
     blocks = [("b2", 64, 128, 128, 2), ("b2_1", 128, 128, 128, 1), ("b2_2", 128, 128, 128, 1),

@@ -11,7 +11,8 @@ from tool.seed_labels import (
     scribble_superpixel_label,
     superpixels,
 )
-from voc12.annotations import Box, Point
+from voc12.annotations import Point
+from vocabulary import Box
 
 HW = (12, 14)
 BIG = Box(cls=7, x0=0, y0=0, x1=9, y1=9)  # area 100

@@ -7,9 +7,8 @@ import pytest
 from PIL import Image
 
 import make_synthetic_voc
-from tool.label_io import voc_palette
-from voc12 import CAT_LIST
 from voc12.synthetic import CATEGORIES, generate_sample, image_id, object_masks, write_sample
+from vocabulary import CAT_LIST, voc_palette
 
 SMALL = {"min_size": 64, "max_size": 96}
 

@@ -3,8 +3,9 @@ import pytest
 from PIL import Image
 
 import visualize
-from tool.label_io import save_label_png, voc_palette
+from tool.label_io import save_label_png
 from voc12.synthetic import generate_sample, image_id, write_lists, write_sample
+from vocabulary import voc_palette
 
 
 def test_contact_sheet_tiles_and_size():

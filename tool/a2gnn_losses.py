@@ -1,4 +1,4 @@
-"""Losses of the per-image A2GNN training (SPEC §3.4) and the random-walk fusion (SPEC §3.7).
+"""Losses of the per-image A2GNN training (algorithm.md §3.4) and the random-walk fusion (algorithm.md §3.7).
 
 Grid tensors are ``(C, h, w)`` at feature resolution; the losses see their upsampling to the padded
 image resolution ``Hp = 8h``, ``Wp = 8w`` of the seed maps, ``(Hp, Wp)`` long with classes 0..C-1 and
@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tool.gated_crf_loss import GatedCRFLoss
-from tool.graph import WindowGraph, window_graph
-from voc12 import IGNORE
-from voc12.annotations import Box
+from network.a2gnn import COS_EPS
+from network.graph import WindowGraph
+from tool.gated_crf_loss import SIGMA_RGB, SIGMA_XY, gated_crf_kernels
+from tool.graph import window_graph
+from vocabulary import IGNORE, Box
 
-COS_EPS = 1e-7
 PAIR_EPS = 1e-5
-CRF_KERNELS = [{"weight": 1, "xy": 6, "rgb": 0.1}]
+CRF_KERNELS = [{"weight": 1, "xy": SIGMA_XY, "rgb": SIGMA_RGB}]
 CRF_RADIUS = 5
 
 
@@ -113,16 +113,16 @@ def seed_loss(grid: Tensor, seeds: Tensor) -> Tensor:
 
 def crf_kernel_graph(image: Tensor) -> WindowGraph:
     """The gated CRF kernel of ``image`` ``(3, h, w)`` (the normalized image resized to the grid): kernel
-    weight 1, σ_xy 6 (grid cells), σ_rgb 0.1, radius 5 (``GatedCRFLoss.kernels``), as a window graph with
+    weight 1, σ_xy 6 (grid cells), σ_rgb 0.1, radius 5 (``gated_crf_kernels``), as a window graph with
     ``A_ij = K_ij`` and ``A_ii = 0``. Fixed per image: built once, used by every epoch's CRF term."""
-    kernel = GatedCRFLoss.kernels(CRF_KERNELS, CRF_RADIUS, {"rgb": image[None]}, image[None])[0, 0]
+    kernel = gated_crf_kernels(CRF_KERNELS, CRF_RADIUS, {"rgb": image[None]}, image[None])[0, 0]
     return window_graph(kernel, CRF_RADIUS, self_weight=None)
 
 
 def gated_crf_term(probs: Tensor, kernel: WindowGraph) -> Tensor:
     """Gated CRF loss (Potts) of ``probs`` ``(N, C)`` (softmax of the node logits) with the kernel graph
     ``kernel`` (``crf_kernel_graph``): ``(Σ K − Σ_c Σ_i y_ci Σ_j K_ij y_cj) / N``, the Potts form of
-    ``GatedCRFLoss``. The window sums ``Σ_j K_ij y_cj`` are batched products over the kernel's tiles."""
+    the gated CRF loss. The window sums ``Σ_j K_ij y_cj`` are batched products over the kernel's tiles."""
     tiles = kernel.tiles
     padded = torch.cat([probs, probs.new_zeros(1, probs.shape[1])])  # row N: outside the grid
     halo = padded.index_select(0, tiles.halo_index.view(-1)).view(*tiles.halo_index.shape, -1)

@@ -1,4 +1,4 @@
-"""Affinity labels from seeds and the affinity-network training loss (SPEC §2.1).
+"""Affinity labels from seeds and the affinity-network training loss (algorithm.md §2.1).
 
 Window tensors follow ``tool.gated_crf_loss``: ``(N, 2r+1, 2r+1, h, w)``, entry ``[n, a, b, y, x]``
 pairs pixel ``(y, x)`` with its neighbour ``(y + a − r, x + b − r)``; the centre tap is the pixel itself.
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tool.dist import mean_over_processes
-from tool.gated_crf_loss import affinity_crf_terms, unfold_window
-from voc12 import IGNORE
+from tool.gated_crf_loss import SIGMA_RGB, SIGMA_XY, affinity_crf_terms, unfold_window
+from vocabulary import IGNORE
 
 EPS = 1e-5
 TERM_WEIGHTS = {"bg": 0.25, "fg": 0.25, "neg": 0.5, "crf": 3.0}
@@ -44,9 +44,9 @@ def affinity_label_masks(labels: Tensor, radius: int) -> dict[str, Tensor]:
 
 
 def affinity_loss(aff: Tensor, aff_crf: Tensor, labels: Tensor, image: Tensor, valid: Tensor, radius: int,
-                  sigma_rgb: float = 0.1, sigma_xy: float = 6.0,
+                  sigma_rgb: float = SIGMA_RGB, sigma_xy: float = SIGMA_XY,
                   sync_counts: bool = False) -> dict[str, Tensor]:
-    """The affinity training loss of SPEC §2.1 for one batch.
+    """The affinity training loss of algorithm.md §2.1 for one batch.
 
     aff, aff_crf: ``(N, 2r+1, 2r+1, h, w)`` network outputs (``aff`` in (0, 1]).
     labels: ``(N, H, W)`` integer seeds on the crop (255 = ignore and padding), resized to ``(h, w)`` by

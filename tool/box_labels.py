@@ -1,35 +1,28 @@
-"""Label maps from class boxes: box filling, GrabCut per box, and the smallest-box overlap rule (SPEC §1.3).
+"""Label maps from class boxes: box filling, GrabCut per box, and the smallest-box overlap rule (algorithm.md §1.3).
 
-Boxes are any objects with integer ``cls`` (1..20) and 0-based inclusive ``x0, y0, x1, y1`` (such as
-``voc12.annotations.Box``). Where boxes (or their masks) overlap, a pixel belongs to the smallest box
-that claims it; among boxes of equal area the earlier one in the list wins.
+Boxes are ``vocabulary.Box``: integer ``cls`` (1..20) and 0-based inclusive ``x0, y0, x1, y1``. Where
+boxes (or their masks) overlap, a pixel belongs to the smallest box that claims it; among boxes of equal
+area the earlier one in the list wins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import cv2
 import numpy as np
 
-
-class BoxLike(Protocol):
-    cls: int
-    x0: int
-    y0: int
-    x1: int
-    y1: int
+from vocabulary import Box
 
 
-def box_mask(box: BoxLike, hw: tuple[int, int]) -> np.ndarray:
+def box_mask(box: Box, hw: tuple[int, int]) -> np.ndarray:
     """``(H, W)`` bool mask of the box rectangle (inclusive corners, clipped to the image)."""
     mask = np.zeros(hw, dtype=bool)
     mask[max(box.y0, 0):box.y1 + 1, max(box.x0, 0):box.x1 + 1] = True
     return mask
 
 
-def smallest_box_owner(boxes: Sequence[BoxLike], hw: tuple[int, int],
+def smallest_box_owner(boxes: Sequence[Box], hw: tuple[int, int],
                        masks: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """``(H, W)`` int64: index of the smallest box claiming each pixel, -1 where none does.
 
@@ -44,24 +37,24 @@ def smallest_box_owner(boxes: Sequence[BoxLike], hw: tuple[int, int],
     return owner
 
 
-def _labels_from_owner(boxes: Sequence[BoxLike], owner: np.ndarray) -> np.ndarray:
+def _labels_from_owner(boxes: Sequence[Box], owner: np.ndarray) -> np.ndarray:
     classes = np.array([0] + [b.cls for b in boxes], dtype=np.uint8)
     return classes[owner + 1]
 
 
-def box_fill_label(boxes: Sequence[BoxLike], hw: tuple[int, int]) -> np.ndarray:
+def box_fill_label(boxes: Sequence[Box], hw: tuple[int, int]) -> np.ndarray:
     """``(H, W)`` uint8: every box filled with its class (smallest box on top), 0 outside all boxes."""
     return _labels_from_owner(boxes, smallest_box_owner(boxes, hw))
 
 
-def mask_box_iou(mask: np.ndarray, box: BoxLike) -> float:
+def mask_box_iou(mask: np.ndarray, box: Box) -> float:
     """IoU between a ``(H, W)`` bool mask and the box rectangle."""
     rect = box_mask(box, mask.shape)
     union = np.count_nonzero(mask | rect)
     return np.count_nonzero(mask & rect) / union if union else 0.0
 
 
-def grabcut_box_masks(image: np.ndarray, boxes: Sequence[BoxLike], iters: int = 3,
+def grabcut_box_masks(image: np.ndarray, boxes: Sequence[Box], iters: int = 3,
                       min_iou: float = 0.15, seed: int = 0) -> list[np.ndarray]:
     """One ``(H, W)`` bool foreground mask per box from OpenCV GrabCut initialised with the rectangle.
 
@@ -87,7 +80,7 @@ def grabcut_box_masks(image: np.ndarray, boxes: Sequence[BoxLike], iters: int = 
     return masks
 
 
-def grabcut_label(image: np.ndarray, boxes: Sequence[BoxLike], iters: int = 3, min_iou: float = 0.15,
+def grabcut_label(image: np.ndarray, boxes: Sequence[Box], iters: int = 3, min_iou: float = 0.15,
                   seed: int = 0) -> np.ndarray:
     """``(H, W)`` uint8: GrabCut masks of ``grabcut_box_masks`` filled with their class, 0 elsewhere.
 

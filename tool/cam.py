@@ -1,4 +1,4 @@
-"""Class activation maps: multi-scale inference, normalization, storage, CRF and confident seeds (SPEC §1.1).
+"""Class activation maps: multi-scale inference, normalization, storage, CRF and confident seeds (algorithm.md §1.1).
 
 CAMs are kept compact: ``classes`` ``(K,)`` int class ids in 1..20 (the image's labels) and ``cams``
 ``(K, H, W)`` float32 maps normalized per class to [0, 1] (see ``normalize_cam`` for the minimum).
@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from tool.crf import CAM_CRF, CRFParams, dense_crf
 from tool.label_io import load_npz, save_npz
+from vocabulary import NUM_CLASSES
 
-NUM_FG = 20
+NUM_FG = NUM_CLASSES - 1  # foreground classes, 1..20
 EPS = 1e-5
 
 
@@ -82,7 +83,7 @@ def normalize_cam(cam_sum: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def multiscale_cam(model: torch.nn.Module, inputs: Sequence[torch.Tensor], label: torch.Tensor,
                    size: tuple[int, int]) -> np.ndarray:
-    """Summed multi-scale + flip CAMs of one image, normalized (SPEC §1.1).
+    """Summed multi-scale + flip CAMs of one image, normalized (algorithm.md §1.1).
 
     model: returns ``(cam, cam_rv)`` with ``cam_rv`` ``(N, 21, h, w)``. inputs: normalized ``(3, h_s, w_s)``
     tensors in the order scale0, scale0 flipped, scale1, ... (odd positions are flipped). label: ``(20,)``
@@ -132,7 +133,7 @@ def crf_with_alpha(image: np.ndarray, classes: np.ndarray, cams: np.ndarray, alp
 def confident_seeds(classes: np.ndarray, cams: np.ndarray, crf_la: np.ndarray, crf_ha: np.ndarray,
                     high_alpha: float = 24, top: float = 0.4, bg_thresh: float = 0.8,
                     crf_thresh: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """Confident ("top 40%") seeds and the full label of SPEC §1.1 steps 2–4.
+    """Confident ("top 40%") seeds and the full label of algorithm.md §1.1 steps 2–4.
 
     classes/cams: compact CAMs ``(K,)``, ``(K, H, W)``. crf_la, crf_ha: ``(21, H, W)`` CRF marginals at the
     low and high alpha. Returns ``(seed, full)``, both ``(H, W)`` uint8: ``full`` = argmax(crf_la) with its

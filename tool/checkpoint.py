@@ -1,4 +1,4 @@
-"""Loading and saving network weights: PyTorch state dicts and the MXNet ImageNet ``.params`` file (SPEC §0).
+"""Loading and saving network weights: PyTorch state dicts and the MXNet ImageNet ``.params`` file (algorithm.md §0).
 
 Loading is strict by default (every key present, nothing extra, same shapes). ``strict=False`` is for a
 subset load such as backbone-only initialization: it prints matched / missing / unexpected counts and
@@ -118,7 +118,7 @@ def read_mxnet_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def mxnet_to_resnet38(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Rename MXNet ResNet-38 arrays to ``network.resnet38d`` keys (SPEC §0.1).
+    """Rename MXNet ResNet-38 arrays to ``network.resnet38d`` keys (algorithm.md §0.1).
 
     ``res4b3_branch2a_weight`` → ``b4_3.conv_branch2a.weight``; ``bn2a_branch2b1_gamma`` →
     ``b2.bn_branch2b1.weight`` (beta → bias, moving_mean/var → running_mean/var); ``bn7_*`` → ``bn7.*``;

@@ -21,8 +21,8 @@ class CRFParams:
     bi_compat: float
 
 
-CAM_CRF = CRFParams(iters=10, gauss_sxy=3, gauss_compat=3, bi_sxy=80, bi_srgb=13, bi_compat=10)  # SPEC §1.1
-A2GNN_CRF = CRFParams(iters=10, gauss_sxy=2, gauss_compat=3, bi_sxy=50, bi_srgb=5, bi_compat=10)  # SPEC §3.6
+CAM_CRF = CRFParams(iters=10, gauss_sxy=3, gauss_compat=3, bi_sxy=80, bi_srgb=13, bi_compat=10)  # algorithm.md §1.1
+A2GNN_CRF = CRFParams(iters=10, gauss_sxy=2, gauss_compat=3, bi_sxy=50, bi_srgb=5, bi_compat=10)  # algorithm.md §3.6
 
 
 def _densecrf_module():

@@ -1,131 +1,13 @@
-"""Window graphs over the feature grid (SPEC §3.2): every grid cell is a node, its neighbours are the
-cells of the ``(2r+1)²`` square window around it that lie inside the grid.
-
-Layout: node ``i = y·w + x``; neighbour slot ``k = (dy + r)·(2r+1) + (dx + r)`` holds the node at
-``(y + dy, x + dx)``, the layout of the affinity network's ``aff[dy + r, dx + r, y, x]``. The slot of the
-reverse edge (``j → i``) is ``K − 1 − k``. Memory is ``O(N·K)``, ``K = (2r+1)²``; nothing is ``N × N``.
-
-``TiledWindows`` lays the same graph out in square tiles of nodes so that the sums over windows of the
-graph attention layer become batched matrix products over (tile, halo) pairs: fast on CPU and GPU.
+"""Building the window graph of an affinity map (algorithm.md §3.2); the graph types and their layout are in
+``network.graph``.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-DEFAULT_TILE = 7  # nodes per tile side; 7×7 tiles with a radius-4 halo were fastest at VOC size on CPU
-
-
-def window_offsets(radius: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """Row and column offsets ``(dy, dx)`` of the ``K = (2r+1)²`` window slots, each ``(K,)`` long."""
-    span = torch.arange(-radius, radius + 1, device=device)
-    dy, dx = torch.meshgrid(span, span, indexing="ij")
-    return dy.reshape(-1), dx.reshape(-1)
-
-
-@dataclass
-class TiledWindows:
-    """A window graph in tile layout: ``T`` tiles of ``t×t`` centre nodes, each with its halo of
-    ``s×s`` nodes, ``s = t + 2r`` (the union of the centres' windows).
-
-    center_index ``(T, t²)`` / halo_index ``(T, s²)`` long: node ids, ``N`` where the slot lies outside
-    the grid (read a zero row appended to the node features). node_slot ``(N,)`` long: position of each
-    node in the flattened ``(T·t²)`` centres. weight ``(T, t², s²)``: ``A_ij`` of the window edges, 0
-    elsewhere; mask ``(T, t², s²)`` bool: the window edges inside the grid.
-    """
-
-    center_index: Tensor
-    halo_index: Tensor
-    node_slot: Tensor
-    weight: Tensor
-    mask: Tensor
-
-    @functools.cached_property
-    def excluded(self) -> Tensor:
-        """``~mask``, kept for the graph's lifetime (every attention layer of every epoch uses it)."""
-        return ~self.mask
-
-
-@dataclass
-class WindowGraph:
-    """Sparse window graph on an ``h × w`` grid.
-
-    index ``(N, K)`` long: neighbour node of each slot (clamped into the grid where invalid, so it can be
-    used for gathering directly). weight ``(N, K)`` float: ``A_ij`` (0 where invalid). valid ``(N, K)``
-    bool: neighbour inside the grid.
-    """
-
-    index: Tensor
-    weight: Tensor
-    valid: Tensor
-    h: int
-    w: int
-    radius: int
-
-    @property
-    def num_nodes(self) -> int:
-        return self.h * self.w
-
-    def to_dense(self) -> tuple[Tensor, Tensor]:
-        """Dense ``(N, N)`` weights ``A`` (0 off the edge set) and ``(N, N)`` bool edge mask (for tests and
-        the dense benchmark reference)."""
-        n = self.num_nodes
-        rows = torch.arange(n, device=self.index.device)[:, None].expand_as(self.index)[self.valid]
-        cols = self.index[self.valid]
-        dense = self.weight.new_zeros(n, n)
-        dense[rows, cols] = self.weight[self.valid]
-        mask = torch.zeros(n, n, dtype=torch.bool, device=self.index.device)
-        mask[rows, cols] = True
-        return dense, mask
-
-    def reverse_weight(self) -> Tensor:
-        """``(N, K)``: at node ``j``, slot ``k``, the weight ``A_ij`` stored at the neighbour ``i`` for the
-        edge ``i → j`` (0 where invalid). Lets column sums and ``v @ A`` be computed by gathering."""
-        k = self.index.shape[1]
-        reverse = self.weight[self.index, torch.arange(k - 1, -1, -1, device=self.index.device)]
-        return reverse.masked_fill(~self.valid, 0)
-
-    @functools.cached_property
-    def tiles(self) -> TiledWindows:
-        """The tile layout with ``DEFAULT_TILE``, built once per graph."""
-        return self.tiled(DEFAULT_TILE)
-
-    def tiled(self, tile: int) -> TiledWindows:
-        """Tile layout with ``tile × tile`` centre nodes per tile."""
-        h, w, r, device = self.h, self.w, self.radius, self.index.device
-        t, s = tile, tile + 2 * self.radius
-        tiles_y, tiles_x = -(-h // t), -(-w // t)
-        n = h * w
-
-        def node_ids(rows: Tensor, cols: Tensor) -> Tensor:
-            inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-            return torch.where(inside, rows * w + cols, torch.full_like(rows, n))
-
-        ty = torch.arange(tiles_y, device=device).view(-1, 1, 1, 1) * t
-        tx = torch.arange(tiles_x, device=device).view(1, -1, 1, 1) * t
-        u = torch.arange(t, device=device)
-        v = torch.arange(s, device=device) - r
-        center_index = node_ids(ty + u.view(1, 1, -1, 1), tx + u.view(1, 1, 1, -1)).reshape(-1, t * t)
-        halo_index = node_ids(ty + v.view(1, 1, -1, 1), tx + v.view(1, 1, 1, -1)).reshape(-1, s * s)
-
-        ys = torch.arange(n, device=device) // w
-        xs = torch.arange(n, device=device) % w
-        node_slot = ((ys // t) * tiles_x + xs // t) * (t * t) + (ys % t) * t + xs % t
-        dy, dx = window_offsets(r, device)
-        halo_pos = ((ys % t)[:, None] + dy + r) * s + (xs % t)[:, None] + dx + r  # (N, K) in [0, s²)
-        entry = (node_slot[:, None] * (s * s) + halo_pos)[self.valid]
-
-        size = tiles_y * tiles_x * t * t * s * s
-        weight = self.weight.new_zeros(size)
-        weight[entry] = self.weight[self.valid]
-        mask = torch.zeros(size, dtype=torch.bool, device=device)
-        mask[entry] = True
-        shape = (tiles_y * tiles_x, t * t, s * s)
-        return TiledWindows(center_index, halo_index, node_slot, weight.view(shape), mask.view(shape))
+from network.graph import WindowGraph, window_offsets
 
 
 def window_graph(aff: Tensor, radius: int, self_weight: float | None = 1.0) -> WindowGraph:
@@ -133,7 +15,7 @@ def window_graph(aff: Tensor, radius: int, self_weight: float | None = 1.0) -> W
 
     aff: ``(2r+1, 2r+1, h, w)`` float, ``aff[dy+r, dx+r, y, x]`` = affinity of node ``(y, x)`` to
     ``(y+dy, x+dx)`` (the affinity network's output for one image). Out-of-grid neighbours become
-    invalid. ``self_weight``: value of ``A_ii`` (SPEC §3.2 sets 1); ``None`` keeps ``aff``'s centre tap.
+    invalid. ``self_weight``: value of ``A_ii`` (algorithm.md §3.2 sets 1); ``None`` keeps ``aff``'s centre tap.
     """
     d = 2 * radius + 1
     if aff.dim() != 4 or aff.shape[0] != d or aff.shape[1] != d:

@@ -11,22 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IGNORE_COLOR = (224, 224, 192)
-
-
-def voc_palette() -> np.ndarray:
-    """The VOC colormap as a ``(256, 3)`` uint8 array; index 255 (ignore) is drawn as (224, 224, 192)."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for index in range(256):
-        c, r, g, b = index, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette[index] = (r, g, b)
-    palette[255] = IGNORE_COLOR
-    return palette
+from vocabulary import voc_palette
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Segmentation scores from one confusion matrix accumulated over a whole list (SPEC §5).
+"""Segmentation scores from one confusion matrix accumulated over a whole list (algorithm.md §5).
 
 Rows are ground-truth classes, columns predicted classes. Ground truth 255 is ignored. A prediction of
 255 ("no label") counts as background (``pred_255_as='background'``), or as a miss
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from voc12 import IGNORE, NUM_CLASSES
+from vocabulary import IGNORE, NUM_CLASSES
 
 PRED_255_MODES = ("background", "wrong")
 

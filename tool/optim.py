@@ -1,4 +1,4 @@
-"""Poly learning-rate SGD over the four parameter groups of the ResNet-38 networks (SPEC §1.2, §2.2)."""
+"""Poly learning-rate SGD over the four parameter groups of the ResNet-38 networks (algorithm.md §1.2, §2.2)."""
 
 from __future__ import annotations
 

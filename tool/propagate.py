@@ -1,4 +1,4 @@
-"""Stage 3: per-image A2GNN training and inference (SPEC §3), and the per-image job both
+"""Stage 3: per-image A2GNN training and inference (algorithm.md §3), and the per-image job both
 ``train_infer_A2GNN_*.py`` scripts run.
 
 ``propagate`` takes tensors and returns class probabilities before the dense CRF. ``A2GNNJob`` reads one
@@ -19,19 +19,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from network.a2gnn import A2GNN
+from network.graph import WindowGraph
 from tool.a2gnn_losses import crf_kernel_graph, gated_crf_term, mp_loss, random_walk, seed_loss
 from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import default_device, str2bool
 from tool.crf import A2GNN_CRF, dense_crf
 from tool.dist import cleanup_distributed, init_distributed
-from tool.graph import WindowGraph, window_graph
+from tool.graph import window_graph
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
 from tool.runner import RunSummary, run_per_image
 from tool.transforms import normalize, pad_to_multiple, to_chw_tensor
-from voc12 import IGNORE, NUM_CLASSES
-from voc12.annotations import Box, read_boxes
+from voc12.annotations import read_boxes
 from voc12.lists import read_list
+from vocabulary import IGNORE, NUM_CLASSES, Box
 
 STRIDE = 8
 SCHEDULES = ("box", "others")
@@ -40,7 +41,7 @@ CRF_WEIGHT = {"box": 0.01, "others": 0.3}  # weight of the gated CRF term in the
 
 @dataclass
 class PropagateConfig:
-    """Per-image training settings (SPEC §3.5, §3.7). ``epochs`` is the length of each of the two phases.
+    """Per-image training settings (algorithm.md §3.5, §3.7). ``epochs`` is the length of each of the two phases.
 
     schedule ``'box'``: seed + MP loss, then seed + MP + 0.01·CRF. ``'others'``: seed loss, then
     seed + 0.3·CRF. ``rw``: fuse the random walk of the CAMs into the probabilities.
@@ -101,7 +102,7 @@ def train_step(model: A2GNN, x: Tensor, graph: WindowGraph, seeds: Tensor, optim
 
 def random_walk_scores(cams: Tensor, cam_classes: Tensor, aff: Tensor, image_size: tuple[int, int],
                        cfg: PropagateConfig) -> Tensor:
-    """CAM random walk (SPEC §3.7): ``(C, H, W)`` scores.
+    """CAM random walk (algorithm.md §3.7): ``(C, H, W)`` scores.
 
     cams ``(K, H, W)`` or ``(K, Hp, Wp)`` in [0, 1] for ``cam_classes`` ``(K,)`` (1..C-1); background
     ``(1 − max cam)^alpha`` inside the image, 0 in the padding (as published); 8×8 average pooling, walk on

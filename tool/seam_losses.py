@@ -1,4 +1,4 @@
-"""SEAM training losses (Wang et al. 2020) on two views of a batch (SPEC §1.2).
+"""SEAM training losses (Wang et al. 2020) on two views of a batch (algorithm.md §1.2).
 
 Shapes: ``cam``/``cam_rv`` ``(N, 21, H, W)`` (channel 0 = background); ``y`` ``(N, 21, 1, 1)`` = [1, image
 label] with 0/1 entries.

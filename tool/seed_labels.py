@@ -1,4 +1,4 @@
-"""Merging weak annotations (boxes, scribbles, points) with CAM seeds into seed labels (SPEC §1.3).
+"""Merging weak annotations (boxes, scribbles, points) with CAM seeds into seed labels (algorithm.md §1.3).
 
 Every label map here is ``(H, W)`` uint8 with class ids 0..20 (0 = background) and 255 = unknown.
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tool.box_labels import smallest_box_owner
-from voc12 import IGNORE, NUM_CLASSES
+from vocabulary import IGNORE, NUM_CLASSES
 
 BOX_MODES = ("grabcut", "cam", "cam_and_grabcut")
 SCRIBBLE_MODES = ("superpixel", "override")
@@ -31,7 +31,7 @@ def check_label(label: np.ndarray, hw: tuple[int, int], source: str) -> np.ndarr
 def box_seed_label(boxes: Sequence, hw: tuple[int, int], mode: str = "cam_and_grabcut",
                    grabcut_masks: Sequence[np.ndarray] | None = None,
                    cam_seed: np.ndarray | None = None) -> np.ndarray:
-    """Seed label from boxes (``voc12.annotations.Box``: ``cls``, 0-based inclusive ``x0, y0, x1, y1``).
+    """Seed label from boxes (``vocabulary.Box``: ``cls``, 0-based inclusive ``x0, y0, x1, y1``).
 
     Background outside every box. Inside the boxes, the GrabCut label is the class of the smallest box
     whose GrabCut mask (``grabcut_masks``, one ``(H, W)`` bool per box) claims the pixel, else 0; the

@@ -1,10 +1,9 @@
-"""PASCAL VOC 2012 data: class names, id lists, annotations, datasets."""
+"""PASCAL VOC 2012 data: id lists, annotations, datasets.
 
-CAT_LIST = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-]
-CLASS_NAMES = ["background", *CAT_LIST]
-NUM_CLASSES = 21
-IGNORE = 255
+``CAT_LIST``, ``CLASS_NAMES``, ``NUM_CLASSES`` and ``IGNORE`` live in :mod:`vocabulary`; they are
+re-exported here because user code imports them as ``from voc12 import CAT_LIST``.
+"""
+
+from vocabulary import CAT_LIST, CLASS_NAMES, IGNORE, NUM_CLASSES
+
+__all__ = ["CAT_LIST", "CLASS_NAMES", "IGNORE", "NUM_CLASSES"]

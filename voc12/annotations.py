@@ -17,27 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from tool.label_io import read_label_png
-from voc12 import CAT_LIST, IGNORE, NUM_CLASSES
+from vocabulary import CAT_LIST, IGNORE, NUM_CLASSES, Box
 
 
 class AnnotationError(ValueError):
     """A weak-annotation file that cannot be read as what it claims to be."""
-
-
-@dataclass(frozen=True)
-class Box:
-    """A class box: ``cls`` in 1..20, 0-based inclusive corners clipped to the image."""
-
-    cls: int
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    difficult: bool = False
-
-    @property
-    def area(self) -> int:
-        return (self.x1 - self.x0 + 1) * (self.y1 - self.y0 + 1)
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from tool.transforms import (
     to_chw_tensor,
 )
 
-JITTER = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue (SPEC 1.2, 2.2)
-CAM_SCALES = (0.5, 1.0, 1.5, 2.0)  # SPEC 1.1
+JITTER = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue (algorithm.md §1.2, 2.2)
+CAM_SCALES = (0.5, 1.0, 1.5, 2.0)  # algorithm.md §1.1
 
 
 def item_rng() -> np.random.Generator:
@@ -65,7 +65,7 @@ def _check_labels(ids: Sequence[str], labels: Mapping[str, np.ndarray]) -> None:
 
 
 class ClsTrainDataset(ImageDataset):
-    """Classifier training items (SPEC 1.2).
+    """Classifier training items (algorithm.md §1.2).
 
     Augmentation: long side random in ``resize_long`` (bicubic), horizontal flip, colour jitter
     ``jitter`` (None = off), ImageNet normalization, random ``crop_size`` crop padded with 0.
@@ -98,7 +98,7 @@ class ClsTrainDataset(ImageDataset):
 
 
 class AffTrainDataset(ImageDataset):
-    """Affinity-network training items (SPEC 2.1, 2.2) with seed labels ``label_dir/<id>.png``.
+    """Affinity-network training items (algorithm.md §2.1, 2.2) with seed labels ``label_dir/<id>.png``.
 
     Augmentation: horizontal flip of image and seeds together, colour jitter ``jitter`` (None = off),
     normalization, joint random ``crop_size`` crop. Item: ``{'id', 'image': (3, crop, crop) float32
@@ -136,7 +136,7 @@ class AffTrainDataset(ImageDataset):
 
 
 class MultiScaleFlipDataset(ImageDataset):
-    """Multi-scale + flip inputs for CAM inference (SPEC 1.1); use with ``batch_size=1``.
+    """Multi-scale + flip inputs for CAM inference (algorithm.md §1.1); use with ``batch_size=1``.
 
     Scale ``s`` resizes the image bicubically to ``round(W·s) × round(H·s)``. Item: ``{'id', 'image':
     (H, W, 3) uint8, 'size': (H, W), 'inputs': list of 2·S normalized (3, h_s, w_s) float32 tensors in

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from tool.label_io import atomic_path, load_npz, save_npz
-from voc12 import CAT_LIST
 from voc12.annotations import image_label_from_xml
 from voc12.lists import read_list
+from vocabulary import CAT_LIST
 
 
 def build_cls_labels(voc12_root: str | os.PathLike, ids: Sequence[str]) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ import numpy as np
 from skimage.morphology import skeletonize
 
 from tool.label_io import atomic_path, save_image, save_label_png
-from voc12 import CAT_LIST, IGNORE
+from vocabulary import CAT_LIST, IGNORE
 
 ID_PREFIX = "2026"
 MAX_INSTANCES = 3
