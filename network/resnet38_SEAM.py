@@ -46,7 +46,7 @@ class Net(resnet38d.Net):
 
     def __init__(self, width: float = 1.0, from_scratch: bool = False):
         super().__init__(width=width, not_training=FROZEN_BLOCKS, from_scratch=from_scratch)
-        self.dropout7 = nn.Dropout2d(0.5)
+        self.dropout7 = nn.Dropout2d(0.0 if from_scratch else 0.5)  # as the backbone: none from scratch
         self.fc8 = nn.Conv2d(self.channels["conv6"], NUM_CLASSES, 1, bias=False)
         self.f8_3 = nn.Conv2d(self.channels["conv4"], 64, 1, bias=False)
         self.f8_4 = nn.Conv2d(self.channels["conv5"], 128, 1, bias=False)

@@ -5,7 +5,7 @@ dicts load strictly. Every BatchNorm is frozen: it always normalizes with its ru
 ``train()`` mode) and its affine parameters never receive gradients, so batch size and GPU count do not
 change results. That suits ImageNet-initialised weights only; ``Net(from_scratch=True)`` (**OURS**, for
 demos without pretrained weights) instead trains every layer with ordinary BatchNorm and He-initialised
-convs.
+convs, without dropout (a from-scratch run of a few thousand steps underfits, and dropout slowed it).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Net(nn.Module):
     ``from_scratch=True`` is for training without pretrained weights: ``not_training`` is ignored (nothing
     frozen), BatchNorm normalizes with batch statistics in train mode (updating its running statistics for
     eval mode) and its affine parameters train, and every backbone conv gets He init (kaiming normal,
-    fan_out, ReLU gain). Names and shapes are the same in both modes.
+    fan_out, ReLU gain); b6 and b7 have no dropout. Names and shapes are the same in both modes.
     """
 
     def __init__(self, width: float = 1.0, not_training: Sequence[str] = ("conv1a",), from_scratch: bool = False):
@@ -141,8 +141,9 @@ class Net(nn.Module):
         self.b4_1, self.b4_2, self.b4_3, self.b4_4, self.b4_5 = (ResBlock(c4, c4, c4) for _ in range(5))
         self.b5 = ResBlock(c4, c5a, c5, first_dilation=1, dilation=2)
         self.b5_1, self.b5_2 = ResBlock(c5, c5a, c5, dilation=2), ResBlock(c5, c5a, c5, dilation=2)
-        self.b6 = ResBlockBottleneck(c5, c6, dilation=4, dropout=0.3)
-        self.b7 = ResBlockBottleneck(c6, c7, dilation=4, dropout=0.5)
+        keep = 0.0 if from_scratch else 1.0  # no dropout from scratch: a short training underfits
+        self.b6 = ResBlockBottleneck(c5, c6, dilation=4, dropout=0.3 * keep)
+        self.b7 = ResBlockBottleneck(c6, c7, dilation=4, dropout=0.5 * keep)
         self.bn7 = nn.BatchNorm2d(c7)
         self.channels = {"conv3": c3, "conv4": c4, "conv5": c5, "conv6": c7}
 
