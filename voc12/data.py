@@ -123,9 +123,7 @@ class AffTrainDataset(ImageDataset):
         rng = item_rng()
         image = self.load_image(image_id)
         label_path = self.label_dir / f"{image_id}.png"
-        label = read_label_png(label_path)
-        if label.shape != image.shape[:2]:
-            raise ValueError(f"{label_path}: seed label is {label.shape}, image is {image.shape[:2]}")
+        label = read_label_png(label_path, image.shape[:2])  # size and values (0..20, 255) checked
         image, label = random_hflip(image, label, rng=rng)
         if self.jitter is not None:
             image = color_jitter(image, *self.jitter, rng=rng)
