@@ -105,8 +105,7 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
     torch.manual_seed(args.seed + rank)  # ranks augment differently; DDP copies rank 0's initial weights
 
     ids = read_list(args.train_list, args.voc12_root)
-    save_dir = Path(args.save_dir)
-    ids = preflight_training(ids, args.voc12_root, [save_dir / f"{args.session_name}{end}.pth"
+    ids = preflight_training(ids, args.voc12_root, [Path(args.save_dir) / f"{args.session_name}{end}.pth"
                                                     for end in ("", "_state")], args.skip_bad,
                              read_xml=args.cls_labels is None, cls_labels=args.cls_labels,
                              verbose=is_main_process())
@@ -136,6 +135,7 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
                                         find_unused_parameters=args.cls_only_epochs > 0)
     model.train()
 
+    save_dir = Path(args.save_dir)
     history = []
     start = time.time()
     for epoch in range(start_epoch, args.max_epoches):
