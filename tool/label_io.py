@@ -41,7 +41,12 @@ def voc_palette() -> np.ndarray:
 
 
 def current_umask() -> int:
-    """The process umask (read by setting and restoring it)."""
+    """The process umask: from ``/proc/self/status`` on Linux, else by setting and restoring it (which
+    is not thread-safe, hence the first way)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
