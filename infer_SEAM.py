@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from tool.cam import cam_label, confident_seeds, crf_with_alpha, multiscale_cam, save_cams
 from tool.checkpoint import load_checkpoint
@@ -27,6 +27,7 @@ from tool.runner import RunSummary, run_per_image
 from voc12.data import CAM_SCALES, MultiScaleFlipDataset
 from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
+from voc12.preflight import find_bad_files, known_failures
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -89,19 +90,22 @@ def main(args: argparse.Namespace) -> RunSummary:
         return [folder / f"{image_id}{ext}" for folder, ext in folders.values()]
 
     ids = read_list(args.infer_list, args.voc12_root)
-    labels = image_labels(args.voc12_root, ids, args.cls_labels)
+    mine = shard_ids(ids, *parse_shard(args.shard))
+    pending = [i for i in mine if args.overwrite or not all(p.exists() for p in outputs(i))]
+    # a missing or corrupt image or XML fails that image only (named in the summary), not the run
+    bad = known_failures(find_bad_files(pending, args.voc12_root, read_xml=args.cls_labels is None,
+                                        cls_labels=args.cls_labels))
+    good = [i for i in pending if i not in bad]
+    labels = image_labels(args.voc12_root, good, args.cls_labels)
     device = torch.device(args.device)
     net = importlib.import_module(args.network).Net(width=args.backbone_width)
     load_checkpoint(net, args.weights, strict=True)
     net.eval().to(device)
 
     # Load, in worker processes, exactly the images the runner will ask for, in its order.
-    mine = shard_ids(ids, *parse_shard(args.shard))
-    pending = [i for i in mine if args.overwrite or not all(p.exists() for p in outputs(i))]
-    dataset = MultiScaleFlipDataset(ids, args.voc12_root, scales=args.scales, labels=labels)
-    position = {image_id: k for k, image_id in enumerate(ids)}
-    items = iter(DataLoader(Subset(dataset, [position[i] for i in pending]), batch_size=1, shuffle=False,
-                            num_workers=args.num_workers, collate_fn=_first))
+    dataset = MultiScaleFlipDataset(good, args.voc12_root, scales=args.scales, labels=labels)
+    items = iter(DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers,
+                            collate_fn=_first))
     need_crf = bool({"la_crf", "ha_crf", "seed", "full"} & set(folders))
 
     def process(image_id: str) -> None:
@@ -130,7 +134,8 @@ def main(args: argparse.Namespace) -> RunSummary:
         if "full" in path:
             save_label_png(path["full"], full)
 
-    return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite)
+    return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite,
+                         known_failures=bad)
 
 
 if __name__ == "__main__":

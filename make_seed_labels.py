@@ -30,7 +30,7 @@ from tool.seed_labels import (
     scribble_superpixel_label,
     superpixels,
 )
-from voc12.annotations import read_boxes, read_points, read_scribble
+from voc12.annotations import read_box_annotation, read_points, read_scribble
 from voc12.lists import read_list
 
 TYPES = ("image", "box", "scribble", "point")
@@ -85,7 +85,7 @@ def main(args: argparse.Namespace) -> RunSummary:
 
     def cam_seed(image_id: str, hw: tuple[int, int]) -> np.ndarray:
         path = Path(args.cam_seed_dir) / f"{image_id}.png"
-        return check_label(read_label_png(path), hw, str(path))
+        return read_label_png(path, hw)
 
     def process(image_id: str) -> None:
         image = read_image(image_dir / f"{image_id}.jpg")
@@ -93,14 +93,15 @@ def main(args: argparse.Namespace) -> RunSummary:
         if args.type == "image":
             label = cam_seed(image_id, hw)
         elif args.type == "box":
-            boxes = read_boxes(annotation_dir / f"{image_id}.xml", image_size=hw)
+            boxes, dropped = read_box_annotation(annotation_dir / f"{image_id}.xml", image_size=hw)
             masks = (None if args.box_mode == "cam" else
                      grabcut_box_masks(image, boxes, args.grabcut_iters, args.grabcut_min_iou, args.seed))
             seeds = None if args.box_mode == "grabcut" else cam_seed(image_id, hw)
-            label = box_seed_label(boxes, hw, args.box_mode, grabcut_masks=masks, cam_seed=seeds)
+            label = box_seed_label(boxes, hw, args.box_mode, grabcut_masks=masks, cam_seed=seeds,
+                                   unknown=dropped)
         elif args.type == "scribble":
             path = scribble_dir / f"{image_id}.png"
-            scribble = check_label(read_scribble(path), hw, str(path))
+            scribble = check_label(read_scribble(path), hw, path)
             if args.scribble_mode == "superpixel":
                 segments = superpixels(image, args.n_segments, args.compactness)
                 label = scribble_superpixel_label(segments, scribble)

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from tool.checkpoint import load_checkpoint, save_checkpoint
-from tool.cli import default_device
+from tool.checkpoint import load_checkpoint, load_torch_file, save_checkpoint
+from tool.cli import default_device, str2bool
 from tool.dist import cleanup_distributed, get_rank, get_world_size, init_distributed, is_main_process
 from tool.label_io import atomic_path
 from tool.optim import PolyOptimizer
@@ -26,6 +26,7 @@ from tool.seam_losses import TwoViews, seam_step_losses
 from voc12.data import ClsTrainDataset
 from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
+from voc12.preflight import preflight_training
 
 LOSS_NAMES = ("loss", "cls", "rvmin", "er", "ecr")
 
@@ -61,6 +62,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_dir", default="netWeights", type=str,
                         help="writes <session_name>.pth (weights) and <session_name>_state.pth (resume)")
     parser.add_argument("--resume", default=None, type=str, help="a <session_name>_state.pth to continue")
+    parser.add_argument("--skip_bad", default=False, type=str2bool,
+                        help="train on the images whose files pass the pre-flight check and say how many "
+                             "were left out; False: list every bad file and stop before step 1")
     parser.add_argument("--device", default=default_device(), type=str)
     parser.add_argument("--seed", default=0, type=int)
     return parser
@@ -79,7 +83,7 @@ def load_training_state(path: str, net: torch.nn.Module, optimizer: PolyOptimize
     """Restore a :func:`save_training_state` file; return the next epoch to run."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"--resume: training state not found: {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = load_torch_file(path, map_location=device)
     missing = {"model", "optimizer", "epoch", "step"} - set(state)
     if missing:
         raise ValueError(f"--resume {path}: not a training-state file (missing {sorted(missing)})")
@@ -101,6 +105,10 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
     torch.manual_seed(args.seed + rank)  # ranks augment differently; DDP copies rank 0's initial weights
 
     ids = read_list(args.train_list, args.voc12_root)
+    ids = preflight_training(ids, args.voc12_root, [Path(args.save_dir) / f"{args.session_name}{end}.pth"
+                                                    for end in ("", "_state")], args.skip_bad,
+                             read_xml=args.cls_labels is None, cls_labels=args.cls_labels,
+                             verbose=is_main_process())
     labels = image_labels(args.voc12_root, ids, args.cls_labels)
     dataset = ClsTrainDataset(ids, args.voc12_root, labels, crop_size=args.crop_size,
                               resize_long=tuple(args.resize_long))

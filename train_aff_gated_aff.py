@@ -27,12 +27,13 @@ from tqdm import tqdm
 
 from tool import dist as tdist
 from tool.aff_losses import affinity_loss
-from tool.checkpoint import load_checkpoint, read_state_dict, save_checkpoint
+from tool.checkpoint import load_checkpoint, load_torch_file, read_state_dict, save_checkpoint
 from tool.cli import default_device, str2bool
 from tool.label_io import atomic_path
 from tool.optim import PolyOptimizer
 from voc12.data import AffTrainDataset
 from voc12.lists import read_list
+from voc12.preflight import preflight_training
 
 LOG_TERMS = ("loss", "bg", "fg", "neg", "crf")
 
@@ -66,6 +67,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--resume", default=False, type=str2bool,
                    help="continue from {save_dir}/{session_name}_state.pth")
+    p.add_argument("--skip_bad", default=False, type=str2bool,
+                   help="train on the images whose files pass the pre-flight check and say how many were "
+                        "left out; False: list every bad file and stop before step 1")
     p.add_argument("--save_dir", default=".", type=str,
                    help="folder of {session_name}.pth and {session_name}_state.pth "
                         "(upstream: the current folder)")
@@ -130,6 +134,9 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
     per_rank = args.batch_size // world
 
     ids = read_list(args.train_list, args.voc12_root)
+    ids = preflight_training(ids, args.voc12_root, [Path(args.save_dir) / f"{args.session_name}{end}.pth"
+                                                    for end in ("", "_state")], args.skip_bad,
+                             label_dir=args.label_dir, verbose=main_process)
     dataset = AffTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size)
     steps_per_epoch = len(dataset) // args.batch_size
     if steps_per_epoch == 0:
@@ -149,7 +156,7 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
     if args.resume:
         if not state_path.is_file():
             raise FileNotFoundError(f"--resume True: training state not found: {state_path}")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = load_torch_file(state_path)
         saved = (state["batch_size"], state["max_step"], state["seed"])
         if saved != (args.batch_size, max_step, args.seed):
             raise ValueError(f"{state_path}: saved for (--batch_size, steps, --seed) = {saved}, this run has "

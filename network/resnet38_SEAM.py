@@ -14,11 +14,13 @@ from vocabulary import NUM_CLASSES
 def winner_take_all_cam(cam: torch.Tensor) -> torch.Tensor:
     """Normalized CAM fed to the PCM, algorithm.md §0.2 step 2. ``(N, 21, h, w)`` → ``(N, 21, h, w)`` in [0, 1].
 
-    ``relu(cam)`` divided per channel by its spatial max (+1e-5); channel 0 := 1 − max over 1..20; in
-    channels 1..20 only the per-pixel maximum is kept (ties all kept), the others are 0.
+    With ``c = relu(cam)``: ``relu(c − 1e-5) / (max_spatial(c) + 1e-5)`` per channel, as the published
+    SEAM forward computes it (1e-5 subtracted before dividing; not negligible at the small CAM values of a
+    fresh network); channel 0 := 1 − max over 1..20; in channels 1..20 only the per-pixel maximum is kept
+    (ties all kept), the others are 0.
     """
     cam = F.relu(cam)
-    cam = cam / (cam.flatten(2).amax(dim=2)[:, :, None, None] + 1e-5)
+    cam = F.relu(cam - 1e-5) / (cam.flatten(2).amax(dim=2)[:, :, None, None] + 1e-5)
     fg = cam[:, 1:]
     fg_max = fg.amax(dim=1, keepdim=True)
     return torch.cat([1 - fg_max, torch.where(fg < fg_max, torch.zeros_like(fg), fg)], dim=1)

@@ -5,6 +5,8 @@ import math
 import os
 import socket
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -47,11 +49,19 @@ def random_batch(seed, n=2, h=5, w=6, factor=4, classes=3):
     return aff, aff_crf, labels, image, valid
 
 
-def test_resize_nearest_samples_pixel_centres():
-    labels = torch.arange(32 * 16).view(1, 32, 16) % 251
-    small = resize_nearest(labels.to(torch.uint8), (4, 2))
+@pytest.mark.parametrize("hw,out", [((32, 16), (4, 2)), ((448, 448), (56, 56)), ((45, 37), (7, 5)),
+                                    ((20, 28), (6, 9))])
+def test_resize_nearest_is_opencv_inter_nearest(hw, out):
+    """The published stage 2 shrinks seeds with cv2.INTER_NEAREST: cell (y, x) takes pixel (8y, 8x)."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 256, (2, *hw), generator=g).to(torch.uint8)
+    small = resize_nearest(labels, out)
     assert small.dtype == torch.uint8
-    assert torch.equal(small[0].long(), labels[0, 4::8, 4::8])
+    for k in range(2):
+        reference = cv2.resize(labels[k].numpy(), out[::-1], interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(small[k].numpy(), reference)
+    if hw[0] == 8 * out[0] and hw[1] == 8 * out[1]:
+        assert torch.equal(small, labels[:, ::8, ::8])
 
 
 def test_label_masks_match_loop():
@@ -81,7 +91,7 @@ def test_out_of_grid_neighbours_are_no_pairs():
 def test_loss_terms_match_formulas():
     aff, aff_crf, labels, image, valid = random_batch(1)
     out = affinity_loss(aff, aff_crf, labels, image, valid, RADIUS)
-    masks = loop_masks(labels[:, 2::4, 2::4], RADIUS)
+    masks = loop_masks(labels[:, ::4, ::4], RADIUS)  # INTER_NEAREST: top-left pixel of each 4x4 block
     terms = {}
     for key in ("bg", "fg", "neg"):
         total, count = 0.0, 0

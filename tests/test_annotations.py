@@ -9,6 +9,7 @@ from voc12.annotations import (
     Box,
     Point,
     image_label_from_xml,
+    read_box_annotation,
     read_boxes,
     read_points,
     read_scribble,
@@ -66,6 +67,11 @@ def test_inverted_and_outside_boxes_dropped_with_warning(tmp_path):
         boxes = read_boxes(path)
     assert len(record) == 2
     assert boxes == [Box(cls=12, x0=2, y0=2, x1=3, y1=3)]
+    with pytest.warns(UserWarning, match="unknown"):
+        kept, dropped = read_box_annotation(path)
+    assert kept == boxes
+    # the inverted cat box still marks where the cat may be (corners sorted); the cow box is off-image
+    assert dropped == [Box(cls=8, x0=19, y0=9, x1=29, y1=39)]
 
 
 @pytest.mark.parametrize("body, message", [

@@ -1,6 +1,5 @@
 """Checkpoint loading/saving and the numpy MXNet .params reader (algorithm.md §0)."""
 
-import pickle
 import struct
 from pathlib import Path
 
@@ -167,8 +166,9 @@ class NotATensor:
 
 def test_refuses_pickles_and_non_state_dicts(tmp_path):
     torch.save({"a": NotATensor()}, tmp_path / "obj.pth")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="obj.pth: holds Python objects other than tensors") as err:
         checkpoint.load_checkpoint(resnet38d.Net(width=W), tmp_path / "obj.pth")
+    assert "weights_only" not in str(err.value)  # never advise unpickling
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="expected a state dict"):
         checkpoint.load_checkpoint(resnet38d.Net(width=W), tmp_path / "list.pth")
@@ -193,3 +193,17 @@ def test_seam_classifier_initialises_affinity_net(tmp_path, capsys):
     assert "left as initialised 1 [f9.weight]" in capsys.readouterr().out
     with pytest.raises(ValueError, match="do not fit"):
         checkpoint.load_checkpoint(aff, tmp_path / "seam.pth", strict=True)
+
+
+@pytest.mark.parametrize("kind", ["random", "truncated", "empty"])
+def test_corrupt_or_foreign_checkpoint_is_named_without_unpickling_advice(tmp_path, kind):
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.arange(5000.0)}, good)
+    data = good.read_bytes()
+    bad = tmp_path / f"{kind}.pth"
+    bad.write_bytes({"random": np.random.default_rng(0).bytes(2000), "truncated": data[:len(data) // 2],
+                     "empty": b""}[kind])
+    for load in (checkpoint.read_state_dict, checkpoint.load_torch_file):
+        with pytest.raises(ValueError, match=f"{kind}.pth: not a PyTorch checkpoint, or a truncated file") as err:
+            load(bad)
+        assert "weights_only" not in str(err.value)

@@ -12,6 +12,8 @@ STD = np.array([0.229, 0.224, 0.225], np.float32)
 # label value -> colour of its pixels in the fake images (255 = unknown seed pixels)
 COLOURS = {0: (0, 200, 0), 1: (200, 0, 0), 2: (0, 0, 200), 255: (200, 200, 200)}
 SIZES = {"small": (20, 28), "tall": (45, 25), "odd": (33, 45)}
+# published affinity crops pad with 255 before normalizing: padding is normalized white
+WHITE = torch.from_numpy((1.0 - MEAN) / STD)
 
 
 def _seed_label(h, w):
@@ -91,7 +93,7 @@ def test_cls_dataset_random_long_side_and_reproducible(voc):
 
 @pytest.mark.parametrize("crop", [16, 64])
 def test_aff_dataset_image_label_valid_agree(voc, crop):
-    """Crop (16: cut, 64: padded) and flip keep image and seed pixels aligned; padding is 0/255/0."""
+    """Crop (16: cut, 64: padded) and flip keep image and seed pixels aligned; padding is white/255/0."""
     root, seeds = voc
     ds = AffTrainDataset(list(SIZES), root, seeds, crop_size=crop, jitter=None)
     torch.manual_seed(0)
@@ -105,7 +107,7 @@ def test_aff_dataset_image_label_valid_agree(voc, crop):
             assert valid.shape == (crop, crop) and valid.dtype == torch.float32
             inside = valid == 1
             assert torch.all((valid == 0) | inside)
-            assert torch.all(image[:, ~inside] == 0) and torch.all(label[~inside] == 255)
+            assert torch.all(image[:, ~inside] == WHITE[:, None]) and torch.all(label[~inside] == 255)
             np.testing.assert_array_equal(_decode(image)[inside.numpy()], label[inside].numpy())
             if crop == 64:  # whole image visible: class 1 on the left third unless flipped
                 h, w = SIZES[item["id"]]
@@ -123,7 +125,7 @@ def test_aff_dataset_jitter_keeps_padding_and_errors(voc, tmp_path):
     ds = AffTrainDataset(["small"], root, seeds, crop_size=40)
     torch.manual_seed(0)
     item = ds[0]
-    assert torch.all(item["image"][:, item["valid"] == 0] == 0)
+    assert torch.all(item["image"][:, item["valid"] == 0] == WHITE[:, None])
     assert set(item["label"].unique().tolist()) <= {0, 1, 2, 255}
     with pytest.raises(FileNotFoundError, match="label_dir"):
         AffTrainDataset(["small"], root, tmp_path / "no_seeds")

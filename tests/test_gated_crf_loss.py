@@ -180,7 +180,7 @@ def dense_affinity_crf(aff_crf, image, valid, radius, sigma_rgb, sigma_xy, facto
     mid = factor // 2
     blocks = image.view(n, 3, h, factor, w, factor)
     rgb = blocks[:, :, :, mid - 1:mid + 1, :, mid - 1:mid + 1].mean(dim=(3, 5))
-    inside = valid[:, mid::factor, mid::factor]  # nearest, pixel-centre sampling
+    inside = valid[:, ::factor, ::factor]  # OpenCV INTER_NEAREST: the top-left pixel of each block
     num, den = 0.0, 0.0
     for k in range(n):
         for y0, x0 in itertools.product(range(h), range(w)):

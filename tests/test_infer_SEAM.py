@@ -77,3 +77,24 @@ def test_a_missing_image_is_reported_and_the_rest_done(setup, tmp_path):
     assert summary.done == 2 and [i for i, _ in summary.failed] == ["2026_missing"]
     assert "2026_missing.jpg" in summary.failed[0][1]
     assert not (tmp_path / "seed").exists()
+
+
+def test_broken_xml_and_unlisted_image_fail_per_image(setup, tmp_path):
+    """One broken XML and one id with neither image nor XML no longer abort the run: each is named."""
+    root, weights = setup
+    ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"2026_badxml\n{ids[0]}\n2026_nothing\n")
+    (root / "JPEGImages" / "2026_badxml.jpg").write_bytes((root / "JPEGImages" / f"{ids[0]}.jpg").read_bytes())
+    (root / "Annotations" / "2026_badxml.xml").write_text("<annotation><object>")
+    try:
+        summary = run(root, weights, tmp_path, "--infer_list", str(listing), "--crf", "none", "--ori_crf", "none")
+    finally:
+        (root / "Annotations" / "2026_badxml.xml").unlink()
+        (root / "JPEGImages" / "2026_badxml.jpg").unlink()
+    assert summary.done == 1 and summary.exit_code == 1
+    failed = dict(summary.failed)
+    assert set(failed) == {"2026_badxml", "2026_nothing"}
+    assert "2026_badxml.xml" in failed["2026_badxml"] and "broken XML" in failed["2026_badxml"]
+    assert "2026_nothing.jpg" in failed["2026_nothing"] and "2026_nothing.xml" in failed["2026_nothing"]
+    assert (tmp_path / "cam" / f"{ids[0]}.npz").is_file()

@@ -85,3 +85,9 @@ def test_make_voc_lists_script(tmp_path, capsys):
     assert "train_aug: 2 ids" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="voc12_root"):
         make_lists(tmp_path / "missing", tmp_path / "out")
+
+
+def test_utf8_byte_order_mark_is_dropped(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff2007_000032\n2007_000033\n".encode())
+    assert read_id_list(path) == ["2007_000032", "2007_000033"]

@@ -93,3 +93,25 @@ def test_missing_cam_seed_dir_is_a_flag_error(voc, tmp_path):
         ["--type", "point", "--voc12_root", str(root), "--list", "train.txt", "--out_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--cam_seed_dir"):
         make_seed_labels.main(args)
+
+
+def test_inverted_box_area_is_unknown_in_box_seeds(voc, tmp_path):
+    """An inverted box is dropped with a warning; its object's pixels become 255, not background."""
+    root, ids = voc
+    xml = root / "Annotations" / f"{ids[0]}.xml"
+    original = xml.read_text()
+    box = read_boxes(xml)[0]
+    # swap xmin and xmax of the first object (1-based in the file)
+    inverted = original.replace(f"<xmin>{box.x0 + 1}</xmin>", "<xmin>TMP</xmin>", 1).replace(
+        f"<xmax>{box.x1 + 1}</xmax>", f"<xmax>{box.x0 + 1}</xmax>", 1).replace("<xmin>TMP</xmin>",
+                                                                               f"<xmin>{box.x1 + 1}</xmin>", 1)
+    (tmp_path / "ann").mkdir()
+    for image_id in ids:
+        shutil.copy(root / "Annotations" / f"{image_id}.xml", tmp_path / "ann" / f"{image_id}.xml")
+    (tmp_path / "ann" / f"{ids[0]}.xml").write_text(inverted)
+    with pytest.warns(UserWarning, match="inverted"):
+        summary = run(root, tmp_path / "out", "box", "--annotation_dir", str(tmp_path / "ann"),
+                      "--box_mode", "grabcut")
+    assert summary.exit_code == 0
+    label = read_label_png(tmp_path / "out" / f"{ids[0]}.png")
+    assert (label[box.y0:box.y1 + 1, box.x0:box.x1 + 1] == 255).all()

@@ -27,7 +27,8 @@ def reference_cam_rv(net, x):
     for b in range(n):
         for k in range(c):
             r = torch.clamp(cam[b, k], min=0)
-            norm[b, k] = r / (r.max() + 1e-5)
+            # published SEAM: relu(c - 1e-5) / (max(c) + 1e-5), the 1e-5 subtracted before dividing
+            norm[b, k] = torch.clamp(r - 1e-5, min=0) / (r.max() + 1e-5)
         fg = norm[b, 1:].clone()
         winner = fg.max(dim=0).values
         norm[b, 0] = 1 - winner
@@ -105,3 +106,14 @@ def test_from_scratch_trains_every_layer():
     assert {id(net.conv1a.weight), id(net.b2.conv_branch2a.weight)} <= {id(p) for p in pre_w}
     assert len(pre_w) + len(pre_b) + len(new_w) == len(list(net.parameters()))
     assert net.not_training == [] and all(m.training for m in bns)
+
+
+def test_normalised_cam_subtracts_1e5_before_dividing():
+    """At small CAM values (a fresh network) the published ``− 1e-5`` changes the result visibly."""
+    cam = torch.tensor([0.0, 5e-6, 1e-5, 2e-5, 1e-2]).view(1, 1, 1, 5).repeat(1, 21, 1, 1)
+    got = resnet38_SEAM.winner_take_all_cam(cam)
+    c = cam[0, 1, 0]
+    expected = torch.tensor([max(float(v) - 1e-5, 0.0) / (1e-2 + 1e-5) for v in c])
+    torch.testing.assert_close(got[0, 1, 0], expected, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(got[0, 0, 0], 1 - expected, rtol=1e-6, atol=1e-7)
+    assert got[0, 1, 0, 1] == 0 and got[0, 1, 0, 3] > 0  # below 1e-5 → exactly 0

@@ -1,9 +1,11 @@
 import argparse
+import errno
 
 import pytest
 
 from tool.cli import str2bool
 from tool.dist import parse_shard, shard_ids
+from tool.label_io import atomic_path
 from tool.runner import run_per_image
 
 
@@ -57,3 +59,56 @@ def test_str2bool():
     parser.add_argument("--rw", type=str2bool, default=False)
     assert parser.parse_args(["--rw", "False"]).rw is False
     assert parser.parse_args(["--rw", "True"]).rw is True
+
+
+def test_unwritable_output_folder_fails_before_any_image(tmp_path):
+    (tmp_path / "file").write_text("x")
+    calls = []
+    with pytest.raises(OSError, match="output folder .*file/out: cannot write there"):
+        run_per_image(["a", "b"], calls.append, lambda i: [tmp_path / "file" / "out" / f"{i}.png"], desc="t")
+    assert calls == []
+
+
+def test_rerun_removes_stale_temporaries_of_its_outputs(tmp_path, capsys):
+    stale = tmp_path / ".a.zzzzzzzz.png.tmp"  # what a kill during atomic_path's write leaves
+    other = tmp_path / ".z.zzzzzzzz.png.tmp"  # an output of another run or shard
+    stale.write_bytes(b"half")
+    other.write_bytes(b"half")
+
+    def process(image_id):
+        with atomic_path(tmp_path / f"{image_id}.png") as tmp:
+            tmp.write_bytes(b"ok")
+
+    summary = run_per_image(["a", "b"], process, lambda i: [tmp_path / f"{i}.png"], desc="t")
+    assert summary.done == 2 and not stale.exists() and other.exists()
+    assert str(stale) in capsys.readouterr().err
+
+
+def test_empty_list_warns_and_fails_unless_allowed(capsys):
+    summary = run_per_image([], lambda i: None, lambda i: [], desc="t")
+    assert summary.exit_code == 1 and "id list is empty" in capsys.readouterr().err
+    assert run_per_image([], lambda i: None, lambda i: [], desc="t", allow_empty=True).exit_code == 0
+    # an empty shard of a non-empty list is normal (more shards than images)
+    assert run_per_image(["a"], lambda i: None, lambda i: [], desc="t", shard="1/2").exit_code == 0
+
+
+def test_known_failures_are_reported_without_processing(tmp_path, capsys):
+    calls = []
+    summary = run_per_image(["a", "b"], calls.append, lambda i: [tmp_path / f"{i}.png"], desc="t",
+                            known_failures={"a": "JPEGImages/a.jpg: corrupt"})
+    assert calls == ["b"] and summary.failed == [("a", "JPEGImages/a.jpg: corrupt")] and summary.exit_code == 1
+    assert "JPEGImages/a.jpg: corrupt" in capsys.readouterr().err
+
+
+def test_full_disk_stops_the_run_naming_the_path(tmp_path, capsys):
+    calls = []
+
+    def process(image_id):
+        calls.append(image_id)
+        with atomic_path(tmp_path / f"{image_id}.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    summary = run_per_image(["a", "b", "c"], process, lambda i: [tmp_path / f"{i}.png"], desc="t")
+    assert calls == ["a"] and summary.exit_code == 1 and summary.stopped
+    err = capsys.readouterr().err
+    assert f"no space left on the device while writing {tmp_path / 'a.png'}" in err and "--overwrite" in err

@@ -144,3 +144,22 @@ def test_bad_inputs_are_named():
         check_label(np.zeros((4, 5), np.uint8), (5, 4), "seeds/x.png")
     with pytest.raises(ValueError, match="unknown class values \\[21\\]"):
         check_label(np.full((2, 2), 21, np.uint8), (2, 2), "s.png")
+
+
+@pytest.mark.parametrize("mode", ["grabcut", "cam", "cam_and_grabcut"])
+def test_dropped_box_area_is_unknown_not_background(mode):
+    """A box the reader dropped (e.g. inverted) still marks an object: its area is 255, never seed 0."""
+    hw = (12, 16)
+    kept = [Box(cls=3, x0=1, y0=1, x1=4, y1=4)]
+    dropped = [Box(cls=8, x0=8, y0=2, x1=14, y1=9)]
+    cam_seed = np.zeros(hw, np.uint8)
+    cam_seed[1:5, 1:5] = 3
+    masks = [np.zeros(hw, bool)]
+    masks[0][1:5, 1:5] = True
+    label = box_seed_label(kept, hw, mode, grabcut_masks=masks, cam_seed=cam_seed, unknown=dropped)
+    expected = np.zeros(hw, np.uint8)
+    expected[1:5, 1:5] = 3
+    expected[2:10, 8:15] = 255
+    np.testing.assert_array_equal(label, expected)
+    only_dropped = box_seed_label([], hw, mode, grabcut_masks=[], cam_seed=cam_seed, unknown=dropped)
+    assert (only_dropped[2:10, 8:15] == 255).all() and only_dropped.sum() == 255 * 8 * 7

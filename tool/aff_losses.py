@@ -21,10 +21,11 @@ TERM_WEIGHTS = {"bg": 0.25, "fg": 0.25, "neg": 0.5, "crf": 3.0}
 def resize_nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Nearest-neighbour resize of ``(N, H, W)`` maps (labels, validity) to ``(N, h, w)``, same dtype.
 
-    Pixel-centre sampling (PIL ``NEAREST``): output ``(y, x)`` reads input
-    ``(floor((y + ½)·H/h), floor((x + ½)·W/w))``; at an 8× reduction that is the pixel ``(8y+4, 8x+4)``.
+    As the published affinity training shrinks its seed crop (OpenCV ``cv2.resize(..., INTER_NEAREST)``):
+    output ``(y, x)`` reads input ``(floor(y·H/h), floor(x·W/w))``, at an 8× reduction the top-left pixel
+    ``(8y, 8x)`` of each 8×8 block (torch's ``mode="nearest"`` is that rule).
     """
-    return F.interpolate(x[:, None].float(), size, mode="nearest-exact")[:, 0].to(x.dtype)
+    return F.interpolate(x[:, None].float(), size, mode="nearest")[:, 0].to(x.dtype)
 
 
 def affinity_label_masks(labels: Tensor, radius: int) -> dict[str, Tensor]:

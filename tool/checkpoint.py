@@ -9,8 +9,10 @@ refuses a file that fills none of the model's backbone keys. Files are never unp
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import struct
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +146,29 @@ def mxnet_to_resnet38(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     return out
 
 
+def load_torch_file(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """``torch.load(path, weights_only=True)`` whose errors name the file and never advise unpickling.
+
+    A missing file raises ``FileNotFoundError``; a random, foreign, empty or truncated file, or a pickle
+    holding Python objects beyond tensors and plain containers, raises ``ValueError`` naming ``path``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err) or "Unsupported class" in str(err):  # objects (random: opcodes)
+            raise ValueError(f"{path}: holds Python objects other than tensors, so it is not loaded "
+                             "(unpickling them would run code from the file); save a state dict of "
+                             "tensors instead") from None
+        raise ValueError(f"{path}: not a PyTorch checkpoint, or a truncated file") from None
+    except (RuntimeError, EOFError, IndexError, KeyError, ValueError, AttributeError, TypeError,
+            UnicodeDecodeError, zipfile.BadZipFile, OSError) as err:
+        raise ValueError(f"{path}: not a PyTorch checkpoint, or a truncated file "
+                         f"({type(err).__name__})") from None
+
+
 def read_state_dict(path: str | os.PathLike,
                     map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file under our key names (``module.`` stripped).
@@ -157,7 +182,7 @@ def read_state_dict(path: str | os.PathLike,
     if path.suffix == ".params":
         converted = mxnet_to_resnet38(read_mxnet_params(path))
         return {k: torch.from_numpy(v).to(map_location) for k, v in converted.items()}
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = load_torch_file(path, map_location)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state dict (parameter name -> tensor), "
                          f"got {type(state).__name__}")

@@ -113,7 +113,9 @@ def affinity_crf_terms(aff_crf: Tensor, image: Tensor, valid: Tensor, radius: in
 
     aff_crf: ``(N, 2r+1, 2r+1, h, w)`` feature distances. image: ``(N, 3, H, W)`` normalized crop,
     bilinearly resized to ``(h, w)`` (align_corners=False). valid: ``(N, H, W)`` 1 inside the crop, 0 on
-    padding; resized to ``(h, w)`` by nearest neighbour (pixel-centre sampling). ``m_ij`` = both pixels
+    padding; resized to ``(h, w)`` by nearest neighbour as OpenCV ``INTER_NEAREST`` does (grid cell
+    ``(y, x)`` reads pixel ``(floor(y·H/h), floor(x·W/w))``), so it agrees with the published validity
+    mask, which is read from the seed map shrunk that way. ``m_ij`` = both pixels
     valid (and ``j`` inside the grid); the centre tap counts in ``Σ m`` while ``K_ii = 0``.
     Kernel: ``φ = (rgb/sigma_rgb, x/sigma_xy, y/sigma_xy)`` with x, y in grid cells.
     """
@@ -124,6 +126,6 @@ def affinity_crf_terms(aff_crf: Tensor, image: Tensor, valid: Tensor, radius: in
     xy = position_grid(n, h, w, aff_crf.device, aff_crf.dtype)
     features = torch.cat((rgb / sigma_rgb, xy / sigma_xy), dim=1)
     kernel = gated_crf_kernel(features, radius)[:, 0]
-    inside = F.interpolate(valid[:, None].to(aff_crf.dtype), (h, w), mode="nearest-exact")
+    inside = F.interpolate(valid[:, None].to(aff_crf.dtype), (h, w), mode="nearest")
     pairs = unfold_window(inside, radius)[:, 0] * inside[:, :, None]  # (N, d, d, h, w)
     return (kernel * aff_crf * pairs).sum(), pairs.sum()

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from tool.dist import parse_shard, shard_ids
+from tool.label_io import probe_output_dir, remove_stale_temporaries
 
 
 @dataclass
 class RunSummary:
-    """What a per-image run did; ``failed`` holds ``(image_id, message)`` pairs."""
+    """What a per-image run did; ``failed`` holds ``(image_id, message)`` pairs. ``empty``: the id list
+    had no ids (and that was not allowed); ``stopped``: why the run stopped early (a full disk)."""
 
     done: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    empty: bool = False
+    stopped: str | None = None
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.empty or self.stopped else 0
 
     def line(self, desc: str) -> str:
         return (f"{desc}: done {self.done}, skipped {self.skipped} (output exists), "
@@ -40,40 +45,77 @@ def run_per_image(
     shard: str | None = None,
     overwrite: bool = False,
     verbose_errors: bool = False,
+    known_failures: Mapping[str, str] | None = None,
+    allow_empty: bool = False,
 ) -> RunSummary:
     """Call ``process(image_id)`` for this shard's ids and report what happened.
 
     ``shard`` is ``'i/n'`` or ``None`` (then the torchrun rank/world size, or everything). An id whose
     ``outputs(id)`` all exist is skipped unless ``overwrite`` (``process`` must write its outputs
-    atomically, so an existing file is a complete one). An exception in ``process`` is reported with the
-    image id and the loop goes on; the failures are listed at the end. ``KeyboardInterrupt`` stops.
+    atomically, so an existing file is a complete one). Before any image is processed, every output
+    folder of the pending ids is created and probed with a test write (a read-only folder fails at once,
+    naming it) and stale temporaries of killed writes of those outputs are removed. An exception in
+    ``process`` is reported with the image id and the loop goes on; the failures are listed at the end.
+    ``known_failures`` maps ids already found bad (e.g. by ``voc12.preflight``) to their message: they
+    count as failed and ``process`` is not called for them. A full disk stops the run (every later
+    image would fail too). An empty id list is a warning and exit code 1 unless ``allow_empty``.
+    ``KeyboardInterrupt`` stops.
     """
     index, count = parse_shard(shard)
     mine = shard_ids(list(ids), index, count)
+    known_failures = known_failures or {}
     summary = RunSummary()
     start = time.time()
+    if not ids:
+        summary.empty = not allow_empty
+        print(f"{'note' if allow_empty else 'warning'}: {desc}: the id list is empty, nothing to do",
+              file=sys.stderr)
+    elif not mine:
+        print(f"note: {desc}: shard {index}/{count} of {len(ids)} ids is empty", file=sys.stderr)
+    planned = {image_id: [Path(p) for p in outputs(image_id)] for image_id in mine}
+    pending = {image_id for image_id, paths in planned.items()
+               if overwrite or not paths or not all(p.exists() for p in paths)}
+    pending_outputs = [p for image_id in pending if image_id not in known_failures for p in planned[image_id]]
+    for folder in sorted({p.parent for p in pending_outputs}):
+        probe_output_dir(folder, f"{desc} output folder")
+    for stale in remove_stale_temporaries(pending_outputs):
+        print(f"removed a stale temporary of a killed write: {stale}", file=sys.stderr)
+
     bar = tqdm(mine, desc=desc if count == 1 else f"{desc} [{index}/{count}]", dynamic_ncols=True)
     for image_id in bar:
-        paths = list(outputs(image_id))
-        if not overwrite and paths and all(Path(p).exists() for p in paths):
+        if image_id not in pending:
             summary.skipped += 1
             continue
         try:
+            if image_id in known_failures:
+                raise _KnownFailure(known_failures[image_id])
             process(image_id)
             summary.done += 1
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as err:  # noqa: BLE001 - one bad image must not stop a 10,000-image run
-            message = f"{type(err).__name__}: {err}"
+            message = str(err) if isinstance(err, _KnownFailure) else f"{type(err).__name__}: {err}"
             summary.failed.append((image_id, message))
             tqdm.write(f"FAILED {image_id}: {message}", file=sys.stderr)
             if verbose_errors:
                 tqdm.write(traceback.format_exc(), file=sys.stderr)
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                summary.stopped = (f"stopped: {err}. Free space there, or write to another folder, then "
+                                   "rerun the same command: finished images are skipped (--overwrite False)")
+                tqdm.write(summary.stopped, file=sys.stderr)
+                break
         bar.set_postfix(failed=len(summary.failed), refresh=False)
+    bar.close()
     summary.seconds = time.time() - start
     print(summary.line(desc))
     if summary.failed:
         print(f"{len(summary.failed)} image(s) failed:", file=sys.stderr)
         for image_id, message in summary.failed:
             print(f"  {image_id}: {message}", file=sys.stderr)
+    if summary.stopped:
+        print(summary.stopped, file=sys.stderr)
     return summary
+
+
+class _KnownFailure(Exception):
+    """An id reported bad before the loop (its message is shown as it is)."""

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tool.box_labels import smallest_box_owner
+from tool.box_labels import box_mask, smallest_box_owner
+from tool.label_io import check_label  # noqa: F401 - the one label validator, re-exported for callers
 from vocabulary import IGNORE, NUM_CLASSES
 
 BOX_MODES = ("grabcut", "cam", "cam_and_grabcut")
@@ -17,20 +18,9 @@ SCRIBBLE_MODES = ("superpixel", "override")
 VOC_HW = (375, 500)  # the typical VOC image size at which SLIC's n_segments is given
 
 
-def check_label(label: np.ndarray, hw: tuple[int, int], source: str) -> np.ndarray:
-    """Return ``label`` if it is ``hw``-shaped with values in 0..20 or 255, else raise naming ``source``."""
-    label = np.asarray(label)
-    if label.shape != tuple(hw):
-        raise ValueError(f"{source}: size (H, W) = {label.shape} does not match the image's {tuple(hw)}")
-    bad = np.setdiff1d(np.unique(label), [*range(NUM_CLASSES), IGNORE])
-    if bad.size:
-        raise ValueError(f"{source}: unknown class values {bad.tolist()} (expected 0..20 or 255)")
-    return label.astype(np.uint8)
-
-
 def box_seed_label(boxes: Sequence, hw: tuple[int, int], mode: str = "cam_and_grabcut",
                    grabcut_masks: Sequence[np.ndarray] | None = None,
-                   cam_seed: np.ndarray | None = None) -> np.ndarray:
+                   cam_seed: np.ndarray | None = None, unknown: Sequence = ()) -> np.ndarray:
     """Seed label from boxes (``vocabulary.Box``: ``cls``, 0-based inclusive ``x0, y0, x1, y1``).
 
     Background outside every box. Inside the boxes, the GrabCut label is the class of the smallest box
@@ -39,6 +29,8 @@ def box_seed_label(boxes: Sequence, hw: tuple[int, int], mode: str = "cam_and_gr
     gives the GrabCut label; ``cam`` mode gives the box class where ``cam_seed`` says that class, 0 where
     ``cam_seed`` says background, 255 elsewhere; ``cam_and_grabcut`` gives the GrabCut label where
     ``cam_seed`` agrees with it (both the same class, or both background) and 255 elsewhere.
+    Finally the rectangles of ``unknown`` (boxes the annotation reader dropped, e.g. inverted ones) are
+    255: an object is there, so its pixels must not become background seeds.
     """
     if mode not in BOX_MODES:
         raise ValueError(f"box mode must be one of {BOX_MODES}, got {mode!r}")
@@ -47,18 +39,19 @@ def box_seed_label(boxes: Sequence, hw: tuple[int, int], mode: str = "cam_and_gr
     if mode != "cam" and (grabcut_masks is None or len(grabcut_masks) != len(boxes)):
         raise ValueError(f"box mode {mode!r} needs one GrabCut mask per box")
     label = np.zeros(hw, dtype=np.uint8)
-    if len(boxes) == 0:
-        return label
-    classes = np.array([0] + [b.cls for b in boxes], dtype=np.uint8)
-    box_class = classes[smallest_box_owner(boxes, hw) + 1]
-    inside = box_class > 0
-    if mode == "cam":
-        merged = np.where((cam_seed == box_class) | (cam_seed == 0), cam_seed, IGNORE)
-    else:
-        masks = [np.asarray(m, dtype=bool) for m in grabcut_masks]
-        grabcut = classes[smallest_box_owner(boxes, hw, masks) + 1]
-        merged = grabcut if mode == "grabcut" else np.where(cam_seed == grabcut, grabcut, IGNORE)
-    label[inside] = merged[inside]
+    if len(boxes):
+        classes = np.array([0] + [b.cls for b in boxes], dtype=np.uint8)
+        box_class = classes[smallest_box_owner(boxes, hw) + 1]
+        inside = box_class > 0
+        if mode == "cam":
+            merged = np.where((cam_seed == box_class) | (cam_seed == 0), cam_seed, IGNORE)
+        else:
+            masks = [np.asarray(m, dtype=bool) for m in grabcut_masks]
+            grabcut = classes[smallest_box_owner(boxes, hw, masks) + 1]
+            merged = grabcut if mode == "grabcut" else np.where(cam_seed == grabcut, grabcut, IGNORE)
+        label[inside] = merged[inside]
+    for box in unknown:
+        label[box_mask(box, hw)] = IGNORE
     return label
 
 

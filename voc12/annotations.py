@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tool.label_io import read_label_png
-from vocabulary import CAT_LIST, IGNORE, NUM_CLASSES, Box
+from vocabulary import CAT_LIST, NUM_CLASSES, Box
 
 
 class AnnotationError(ValueError):
@@ -74,6 +74,17 @@ def read_boxes(xml_path: str | os.PathLike, image_size: tuple[int, int] | None =
     ``image_size = (H, W)`` clips to the real image; without it the XML ``<size>`` is used. A box that
     is inverted (max < min) or lies entirely outside the image is dropped with a warning naming the file.
     """
+    return read_box_annotation(xml_path, image_size)[0]
+
+
+def read_box_annotation(xml_path: str | os.PathLike,
+                        image_size: tuple[int, int] | None = None) -> tuple[list[Box], list[Box]]:
+    """``(boxes, dropped)``: the boxes of :func:`read_boxes`, and for every dropped box the part of the
+    image it may cover (its corners sorted, clipped to the image; none for a box wholly outside).
+
+    A dropped box still marks an object of its class, so seed labels make ``dropped`` unknown (255),
+    never background.
+    """
     path = Path(xml_path)
     root = _xml_root(path)
     objects = _objects(root, path)
@@ -84,19 +95,22 @@ def read_boxes(xml_path: str | os.PathLike, image_size: tuple[int, int] | None =
         image_size = (_number(size, "height", path), _number(size, "width", path))
     height, width = image_size
 
-    boxes = []
+    boxes, dropped = [], []
     for cls, obj in objects:
         bndbox = obj.find("bndbox")
         if bndbox is None:
             raise AnnotationError(f"{path}: missing <bndbox> in <object> {CAT_LIST[cls - 1]!r}")
         x0, y0, x1, y1 = (_number(bndbox, tag, path) - 1 for tag in ("xmin", "ymin", "xmax", "ymax"))
-        if x1 < x0 or y1 < y0:
-            warnings.warn(f"{path}: dropped inverted box {CAT_LIST[cls - 1]} "
-                          f"(x {x0}..{x1}, y {y0}..{y1}, 0-based)", stacklevel=2)
-            continue
-        if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
-            warnings.warn(f"{path}: dropped box {CAT_LIST[cls - 1]} outside the {height}x{width} image "
-                          f"(x {x0}..{x1}, y {y0}..{y1}, 0-based)", stacklevel=2)
+        inverted = x1 < x0 or y1 < y0
+        lo_x, hi_x, lo_y, hi_y = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
+        outside = hi_x < 0 or hi_y < 0 or lo_x > width - 1 or lo_y > height - 1
+        if inverted or outside:
+            what = "inverted box" if inverted else f"box outside the {height}x{width} image"
+            warnings.warn(f"{path}: dropped {what} {CAT_LIST[cls - 1]} (x {x0}..{x1}, y {y0}..{y1}, "
+                          "0-based); its area is left unknown (255) in seed labels", stacklevel=3)
+            if not outside:
+                dropped.append(Box(cls=cls, x0=max(lo_x, 0), y0=max(lo_y, 0), x1=min(hi_x, width - 1),
+                                   y1=min(hi_y, height - 1)))
             continue
         difficult = obj.find("difficult")
         boxes.append(Box(
@@ -104,7 +118,7 @@ def read_boxes(xml_path: str | os.PathLike, image_size: tuple[int, int] | None =
             x0=max(x0, 0), y0=max(y0, 0), x1=min(x1, width - 1), y1=min(y1, height - 1),
             difficult=difficult is not None and (difficult.text or "").strip() == "1",
         ))
-    return boxes
+    return boxes, dropped
 
 
 def image_label_from_xml(xml_path: str | os.PathLike) -> np.ndarray:
@@ -118,11 +132,10 @@ def image_label_from_xml(xml_path: str | os.PathLike) -> np.ndarray:
 
 def read_scribble(png_path: str | os.PathLike) -> np.ndarray:
     """``(H, W)`` uint8 scribble map: class ids 0..20 on stroke pixels, 255 elsewhere."""
-    scribble = read_label_png(png_path)
-    bad = np.setdiff1d(np.unique(scribble), np.r_[np.arange(NUM_CLASSES), IGNORE])
-    if bad.size:
-        raise AnnotationError(f"{png_path}: scribble values must be 0..20 or 255, found {bad.tolist()}")
-    return scribble
+    try:
+        return read_label_png(png_path)
+    except ValueError as err:  # the label validator of tool.label_io: values 0..20 or 255
+        raise AnnotationError(f"scribble: {err}") from err
 
 
 def read_points(json_path: str | os.PathLike, image_size: tuple[int, int] | None = None) -> list[Point]:

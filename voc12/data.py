@@ -101,9 +101,12 @@ class AffTrainDataset(ImageDataset):
     """Affinity-network training items (algorithm.md §2.1, 2.2) with seed labels ``label_dir/<id>.png``.
 
     Augmentation: horizontal flip of image and seeds together, colour jitter ``jitter`` (None = off),
-    normalization, joint random ``crop_size`` crop. Item: ``{'id', 'image': (3, crop, crop) float32
-    (0 in padding), 'label': (crop, crop) int64 (0..20, 255 = unknown or padding), 'valid': (crop, crop)
-    float32 (1 on image pixels, 0 on padding)}``.
+    joint random ``crop_size`` crop, normalization. As in the published affinity training, the crop is
+    taken before normalizing and its padding is 255 in every channel, so padded pixels reach the network
+    as normalized white ``(1 − mean)/std`` (stage 1's :class:`ClsTrainDataset` pads with 0 after
+    normalizing, as SEAM does). Item: ``{'id', 'image': (3, crop, crop) float32, 'label': (crop, crop)
+    int64 (0..20, 255 = unknown or padding), 'valid': (crop, crop) float32 (1 on image pixels, 0 on
+    padding)}``.
     """
 
     def __init__(self, ids: Sequence[str], voc12_root: str | os.PathLike, label_dir: str | os.PathLike,
@@ -120,16 +123,14 @@ class AffTrainDataset(ImageDataset):
         rng = item_rng()
         image = self.load_image(image_id)
         label_path = self.label_dir / f"{image_id}.png"
-        label = read_label_png(label_path)
-        if label.shape != image.shape[:2]:
-            raise ValueError(f"{label_path}: seed label is {label.shape}, image is {image.shape[:2]}")
+        label = read_label_png(label_path, image.shape[:2])  # size and values (0..20, 255) checked
         image, label = random_hflip(image, label, rng=rng)
         if self.jitter is not None:
             image = color_jitter(image, *self.jitter, rng=rng)
-        image, label, valid = random_crop(normalize(image), self.crop_size, rng=rng, label=label)
+        image, label, valid = random_crop(image, self.crop_size, rng=rng, label=label, image_fill=255)
         return {
             "id": image_id,
-            "image": to_chw_tensor(image),
+            "image": to_chw_tensor(normalize(image)),
             "label": to_chw_tensor(label).long(),
             "valid": to_chw_tensor(valid),
         }

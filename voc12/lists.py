@@ -24,11 +24,12 @@ def _id_of(token: str) -> str:
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
-    """Image ids of a list file, in file order (either dialect; blank lines skipped)."""
+    """Image ids of a list file, in file order (either dialect; blank lines skipped; a UTF-8 byte-order
+    mark, as some Windows editors write, is dropped)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"id list not found: {path}")
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:
         return [_id_of(line.split()[0]) for line in f if line.strip()]
 
 

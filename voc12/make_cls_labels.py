@@ -67,8 +67,10 @@ def load_cls_labels(path: str | os.PathLike, legacy_npy: bool = False) -> dict[s
         raise FileNotFoundError(f"class label file not found: {path}")
     if path.suffix == ".npy":
         if not legacy_npy:
-            raise ValueError(f"{path}: .npy class labels are pickled; convert them to .npz with "
-                             "voc12.make_cls_labels, or pass legacy_npy=True for a trusted file")
+            raise ValueError(f"--cls_labels {path}: .npy class labels are pickled and are not loaded "
+                             "(unpickling runs code from the file); build an .npz from the XML files with "
+                             "'python -m voc12.make_cls_labels --voc12_root ROOT --list LIST --out "
+                             "cls_labels.npz', or leave --cls_labels out to read the XML files")
         raw = np.load(path, allow_pickle=True).item()  # trusted legacy file only (see docstring)
         pairs = [(_legacy_id(k), v) for k, v in raw.items()]
     elif path.suffix == ".json":
