@@ -34,11 +34,20 @@ def test_quick_pipeline_writes_every_stage_and_the_summary(tmp_path):
     assert "cam" in summary["supervision"]["image"]["baselines"]
     assert set(summary["supervision"]["scribble"]["baselines"]) == {"scribbles"}
     assert (work / "contact_sheet.png").is_file()
+    assert 0.0 <= summary["seg"]["gt"] <= 1.0 and summary["seg"]["num_val"] == run_pipeline.PLANS["quick"].num_val
+    for sup, entry in summary["supervision"].items():
+        for key in ("val_miou", "seeds_val_miou"):
+            assert 0.0 <= entry["seg"][key] <= 1.0, (sup, key)
+        assert (work / "seg" / "weights" / f"{sup}_pseudo.pth").is_file()
+    box = summary["supervision"]["box"]
+    assert box["seg"]["baseline"] == max(box["baselines"], key=box["baselines"].get)
+    assert "baseline" not in summary["supervision"]["point"]["seg"]  # the point row has no baseline
 
     # rerun: every stage finds its outputs and skips; the scores are recomputed identically
     again = run_pipeline.main(args)
     for sup in run_pipeline.SUPERVISIONS:
         assert np.isclose(again["supervision"][sup]["pseudo_miou"], summary["supervision"][sup]["pseudo_miou"])
+        assert np.isclose(again["supervision"][sup]["seg"]["val_miou"], summary["supervision"][sup]["seg"]["val_miou"])
 
 
 def test_voc_root_without_classifier_weights_is_refused(tmp_path):
@@ -70,3 +79,11 @@ def test_voc_root_seeds_cover_the_training_list_and_pseudo_labels_the_infer_list
     assert sorted(p.stem for p in (work / "pseudo" / "box").glob("*.png")) == sorted(train_aug[:4])
     assert (work / "weights" / "aff_box.pth").is_file() and summary["plan"] == "quick"
     assert 0.0 <= summary["supervision"]["box"]["pseudo_miou"] <= 1.0
+
+
+def test_seg_stage_without_a_val_list_is_skipped_with_a_message(tmp_path, capsys):
+    (tmp_path / "VOC2012" / "JPEGImages").mkdir(parents=True)
+    args = run_pipeline.get_args_parser().parse_args(
+        ["--voc12_root", str(tmp_path / "VOC2012"), "--work_dir", str(tmp_path / "work"), "--device", "cpu"])
+    assert run_pipeline.Pipeline(args).seg({"supervision": {}}) is None
+    assert "seg stage skipped: no val list" in capsys.readouterr().out

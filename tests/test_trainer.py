@@ -161,3 +161,9 @@ def test_training_scripts_share_resume_optimizer_and_log_flags(script):
     with pytest.raises(SystemExit):
         parser.parse_args(["--resume", "some/state.pth"])
     assert set(script.SETTINGS) <= set(vars(parser.parse_args([])))
+
+
+def test_amp_needs_cuda(tmp_path):
+    with pytest.raises(ValueError, match="--amp True needs a CUDA device"):
+        trainer.train(Linear(), objective, NoisyPoints(), loop_args(tmp_path), torch.device("cpu"), SETTINGS,
+                      amp=True)
