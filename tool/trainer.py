@@ -202,6 +202,22 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, 
     return dict(zip(names, logged.tolist(), strict=True))
 
 
+def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
+                ) -> tuple[DistributedSampler, DataLoader]:
+    """This process's share of every global batch of ``args.batch_size``: one ``DistributedSampler`` (shuffle
+    by ``(args.seed, epoch)``, incomplete last batch dropped) for one or many processes."""
+    rank, world = tdist.get_rank(), tdist.get_world_size()
+    if args.batch_size % world:
+        raise ValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes")
+    if len(dataset) < args.batch_size:
+        raise ValueError(f"the training list has {len(dataset)} images, fewer than --batch_size {args.batch_size}")
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
+                                 drop_last=True)
+    loader = DataLoader(dataset, batch_size=args.batch_size // world, sampler=sampler,
+                        num_workers=args.num_workers, pin_memory=device.type == "cuda", drop_last=True)
+    return sampler, loader
+
+
 def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Namespace, device: torch.device,
           settings: Sequence[str], *, wrap: Callable[[nn.Module], nn.Module] | None = None,
           max_steps: int | None = None, amp: bool = False, find_unused_parameters: bool = False) -> TrainResult:
@@ -217,22 +233,14 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
     """
     rank, world = tdist.get_rank(), tdist.get_world_size()
     main_process = tdist.is_main_process()
-    if args.batch_size % world:
-        raise ValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes")
     if amp and device.type != "cuda":
         raise ValueError(f"--amp True needs a CUDA device, got --device {device}")
-    per_rank = args.batch_size // world
-    steps_per_epoch = len(dataset) // args.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training list has {len(dataset)} images, fewer than --batch_size {args.batch_size}")
+    sampler, loader = make_loader(dataset, args, device)
+    per_rank, steps_per_epoch = args.batch_size // world, len(dataset) // args.batch_size
     if max_steps is None:
         max_epochs, max_step = args.max_epoches, steps_per_epoch * args.max_epoches
     else:
         max_epochs, max_step = math.ceil(max_steps / steps_per_epoch), max_steps
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
-                                 drop_last=True)
-    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=args.num_workers,
-                        pin_memory=device.type == "cuda", drop_last=True)
 
     net.to(device)
     net.train()
