@@ -32,7 +32,8 @@ from tool.label_io import atomic_path
 from voc12.lists import read_list, write_id_list
 
 REPO = Path(__file__).resolve().parent
-STAGES = ("data", "cam_train", "cam_infer", "seeds", "baselines", "aff_train", "a2gnn", "evaluate", "sheet")
+STAGES = ("data", "cam_train", "cam_infer", "seeds", "baselines", "aff_train", "a2gnn", "evaluate", "seg",
+          "sheet")
 SUPERVISIONS = ("image", "point", "scribble", "box")
 PER_IMAGE_SCRIPTS = {"infer_SEAM", "make_seed_labels", "make_baseline_labels", "train_infer_A2GNN_box",
                      "train_infer_A2GNN_others"}  # these take --shard i/n
@@ -80,6 +81,26 @@ PLANS = {
                 cam_scales=(0.5, 1.0, 1.5, 2.0),
                 aff_epochs=12, aff_batch=4, aff_crop=448, aff_lr=0.01,
                 box_epochs=150, others_epochs=50, hidden=256),
+}
+
+
+@dataclass(frozen=True)
+class SegPlan:
+    """Stage-4 networks of one run (``train_seg.py`` flags; the demo's backbone is the stage-1 classifier)."""
+
+    arch: str
+    iters: int
+    batch: int
+    crop: int
+    lr: float
+    optimizer: str
+
+
+SEG_PLANS = {
+    "default": SegPlan(arch="deeplabv2_resnet38", iters=100, batch=8, crop=128, lr=1e-3, optimizer="adamw"),
+    "quick": SegPlan(arch="deeplabv2_resnet38", iters=6, batch=4, crop=96, lr=1e-3, optimizer="adamw"),
+    # real VOC2012: the DeepLab v2 recipe (algorithm.md §4), ImageNet ResNet-101 from netWeights/
+    "voc": SegPlan(arch="deeplabv2_resnet101", iters=20000, batch=10, crop=321, lr=2.5e-4, optimizer="sgd"),
 }
 
 
@@ -295,6 +316,76 @@ class Pipeline:
         result["pseudo_miou"] = evaluate(self.pseudo_dir(sup), gt, ids)["miou"]
         return result
 
+    @property
+    def val_list(self) -> str:
+        """Images the segmentation networks are scored on (VOC val; the generated data has one too)."""
+        return "val.txt"
+
+    def baseline_dir(self, name: str) -> Path:
+        """Label folder of a baseline scored by :meth:`evaluate`."""
+        return {"cam": self.cam_pred, "scribbles": self.root / "Scribbles"}.get(name, self.work / "baselines" / name)
+
+    def seg_net(self, name: str, label_dir: Path, val_ids: list[str]) -> float:
+        """Train a segmentation net on ``label_dir`` over the infer list, label the val list, return its mIoU."""
+        from eval_miou import evaluate
+
+        plan = SEG_PLANS[plan_name(self.args)]
+        ckpt = self.work / "seg" / "weights" / f"{name}.pth"
+        width = ["--backbone_width", self.plan.width] if plan.arch == "deeplabv2_resnet38" else []
+        if not ckpt.is_file() or self.redo("seg"):
+            init = (["--backbone_weights", self.weights / "resnet38_SEAM.pth"] if plan.arch == "deeplabv2_resnet38"
+                    else [])
+            self.run("train_seg", ["--voc12_root", self.root, "--train_list", self.infer_list,
+                                   "--label_dir", label_dir, "--arch", plan.arch, *width, *init,
+                                   "--max_iters", plan.iters, "--batch_size", plan.batch, "--crop_size", plan.crop,
+                                   "--lr", plan.lr, "--optimizer", plan.optimizer,
+                                   "--num_workers", self.args.num_workers, "--session_name", name,
+                                   "--save_dir", ckpt.parent, *self.common()])
+        pred = self.work / "seg" / "val" / name
+        self.run("infer_seg", ["--voc12_root", self.root, "--infer_list", self.val_list, "--weights", ckpt,
+                               "--arch", plan.arch, *width, "--save_path", pred, "--gt_dir", "none",
+                               "--overwrite", self.redo("seg"), "--device", self.args.device])
+        return evaluate(pred, self.root / "SegmentationClass", val_ids)["miou"]
+
+    def seg(self, summary: dict) -> dict | None:
+        """Stage 4 (algorithm.md §4): per supervision, nets trained on its pseudo labels, its seeds and its strongest
+        baseline, and one net on ground truth (the upper bound), all scored on the val list. Fills
+        ``summary['supervision'][sup]['seg']`` and returns ``summary['seg']`` (None when skipped)."""
+        try:
+            val_ids = read_list(self.val_list, self.root)
+        except FileNotFoundError:
+            print(f"seg stage skipped: no val list ({self.val_list}) in {self.root}")
+            return None
+        plan = SEG_PLANS[plan_name(self.args)]
+        if plan.arch != "deeplabv2_resnet38":
+            from train_seg import default_backbone_weights
+
+            if not Path(default_backbone_weights(plan.arch)).is_file():
+                print(f"seg stage skipped: no ImageNet backbone file {default_backbone_weights(plan.arch)} "
+                      "(see train_seg.py --backbone_weights)")
+                return None
+        aug = self.root / "SegmentationClassAug"
+        start = time.time()
+        seg = {"arch": plan.arch, "val_list": self.val_list, "num_val": len(val_ids),
+               "gt": self.seg_net("gt", aug if aug.is_dir() else self.root / "SegmentationClass", val_ids)}
+        shared = time.time() - start
+        for sup in self.sups:
+            start = time.time()
+            entry = summary["supervision"].get(sup)
+            if entry is None or "pseudo_miou" not in entry:
+                print(f"seg ({sup}): no evaluate results; run the evaluate stage first")
+                continue
+            nets = {"val_miou": self.seg_net(f"{sup}_pseudo", self.pseudo_dir(sup), val_ids),
+                    "seeds_val_miou": self.seg_net(f"{sup}_seeds", self.seed_dir(sup), val_ids)}
+            if entry["baselines"]:
+                best = max(entry["baselines"], key=entry["baselines"].get)
+                nets["baseline"] = best
+                nets["baseline_val_miou"] = self.seg_net(f"baseline_{best}", self.baseline_dir(best), val_ids)
+            nets["pct_of_gt"] = nets["val_miou"] / seg["gt"] if seg["gt"] > 0 else None
+            entry["seg"] = nets
+            entry.setdefault("seconds", {})["seg"] = round(time.time() - start + shared, 1)
+        return seg
+
     def sheet(self) -> None:
         columns = [f"cam_seeds={self.cam_seeds}"] + [f"{sup}={self.pseudo_dir(sup)}" for sup in self.sups]
         self.run("visualize", ["--voc12_root", self.root, "--list", self.infer_list, "--first", 6,
@@ -305,7 +396,7 @@ def print_table(summary: dict) -> None:
     rows = summary["supervision"]
     baseline_names = sorted({name for r in rows.values() for name in r.get("baselines", {})})
     header = f"{'supervision':<12}{'seeds (prec/cov)':>20}{'seed mIoU':>11}" + "".join(
-        f"{name:>10}" for name in baseline_names) + f"{'A2GNN':>9}{'minutes':>9}"
+        f"{name:>10}" for name in baseline_names) + f"{'A2GNN':>9}{'val mIoU':>10}{'% of GT':>9}{'minutes':>9}"
     print("\n" + header + "\n" + "-" * len(header))
     for sup, r in rows.items():
         if "pseudo_miou" not in r:
@@ -314,10 +405,30 @@ def print_table(summary: dict) -> None:
         line += f"{100 * r['seed_miou']:>11.1f}"
         line += "".join(f"{100 * r['baselines'][n]:>10.1f}" if n in r["baselines"] else f"{'-':>10}"
                         for n in baseline_names)
-        line += f"{100 * r['pseudo_miou']:>9.1f}{sum(r['seconds'].values()) / 60:>9.1f}"
+        seg = r.get("seg", {})
+        line += f"{100 * r['pseudo_miou']:>9.1f}" + (f"{100 * seg['val_miou']:>10.1f}" if seg else f"{'-':>10}")
+        line += f"{100 * seg['pct_of_gt']:>9.1f}" if seg.get("pct_of_gt") is not None else f"{'-':>9}"
+        line += f"{sum(r['seconds'].values()) / 60:>9.1f}"
         print(line)
     print("(%, on the infer list; seed mIoU counts unlabelled (255) seed pixels as background; "
-          "minutes = this supervision's stages, shared stages counted in each)")
+          "minutes = this supervision's stages, shared stages counted in each; val mIoU: the segmentation "
+          "network trained on the pseudo labels, % of the one trained on ground truth)")
+
+
+def print_seg_table(summary: dict) -> None:
+    """Val mIoU of the stage-4 networks: trained on the seeds, the strongest baseline, the pseudo labels."""
+    seg = summary["seg"]
+    print(f"\nsegmentation networks ({seg['arch']}), mIoU % on {seg['val_list']} ({seg['num_val']} images); "
+          f"trained on ground truth: {100 * seg['gt']:.1f}")
+    header = f"{'supervision':<12}{'seeds':>8}{'baseline':>22}{'A2GNN':>8}{'% of GT':>9}"
+    print(header + "\n" + "-" * len(header))
+    for sup, r in summary["supervision"].items():
+        if "seg" not in r:
+            continue
+        n = r["seg"]
+        base = f"{n['baseline']} {100 * n['baseline_val_miou']:.1f}" if "baseline" in n else "-"
+        pct = f"{100 * n['pct_of_gt']:>9.1f}" if n["pct_of_gt"] is not None else f"{'-':>9}"
+        print(f"{sup:<12}{100 * n['seeds_val_miou']:>8.1f}{base:>22}{100 * n['val_miou']:>8.1f}{pct}")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -366,6 +477,8 @@ def main(args: argparse.Namespace) -> dict:
         print(f"\n=== [{time.time() - start:7.1f} s] stage evaluate", flush=True)
         for sup in pipe.sups:
             entry = pipe.evaluate(sup)
+            if "seg" in summary["supervision"].get(sup, {}):  # stage-4 scores stay until the seg stage reruns
+                entry["seg"] = summary["supervision"][sup]["seg"]
             entry["seconds"] = pipe.seconds[sup] or summary["supervision"].get(sup, {}).get("seconds", {})
             summary["supervision"][sup] = entry
         summary["plan"] = plan_name(args)
@@ -374,6 +487,14 @@ def main(args: argparse.Namespace) -> dict:
             tmp.write_text(json.dumps(summary, indent=2))
         print_table(summary)
         print(f"summary: {summary_path}")
+    if pipe.wanted("seg"):
+        print(f"\n=== [{time.time() - start:7.1f} s] stage seg", flush=True)
+        seg = pipe.seg(summary)
+        if seg is not None:
+            summary["seg"] = seg
+            with atomic_path(summary_path) as tmp:
+                tmp.write_text(json.dumps(summary, indent=2))
+            print_seg_table(summary)
     if pipe.wanted("sheet"):
         pipe.sheet()
     print(f"\npipeline finished in {(time.time() - start) / 60:.1f} min"

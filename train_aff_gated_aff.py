@@ -7,35 +7,34 @@ Several GPUs (DistributedDataParallel, one process per GPU):
 
 ``--batch_size`` is the global batch: each of the K processes takes ``batch_size / K`` images per step
 (it must divide), and the loss counts are averaged over processes so that K processes take exactly the
-step one process would take on the whole batch. Writes ``{save_dir}/{session_name}.pth`` (the model
-state dict, no ``module.`` prefix) at the end and ``{save_dir}/{session_name}_state.pth`` (model,
-optimizer with its step counter, finished epochs) after every epoch; ``--resume True`` continues from it.
+step one process would take on the whole batch. The loop, its files (``{session_name}.pth``,
+``{session_name}_state.pth`` for ``--resume True``, ``{session_name}_log.jsonl``) and the resume rules are
+those of ``tool/trainer.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from tool import dist as tdist
 from tool.aff_losses import affinity_loss
-from tool.checkpoint import load_checkpoint, load_torch_file, read_state_dict, save_checkpoint
-from tool.cli import default_device, str2bool
-from tool.label_io import atomic_path
-from tool.optim import PolyOptimizer
+from tool.checkpoint import load_checkpoint, read_state_dict
+from tool.cli import default_device
+from tool.trainer import TrainResult, add_training_args, run_files, train
 from voc12.data import AffTrainDataset
 from voc12.lists import read_list
 from voc12.preflight import preflight_training
 
 LOG_TERMS = ("loss", "bg", "fg", "neg", "crf")
+# flags whose change alters the result: a resume must repeat them (tool/trainer.py)
+SETTINGS = ("network", "backbone_width", "weights", "train_list", "label_dir", "radius", "crop_size",
+            "batch_size", "max_epoches", "lr", "wt_dec", "momentum", "optimizer", "seed", "num_workers")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -65,14 +64,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=default_device(), type=str)
     p.add_argument("--backbone_width", default=1.0, type=float, help="channel multiplier (1 = published net)")
     p.add_argument("--seed", default=0, type=int)
-    p.add_argument("--resume", default=False, type=str2bool,
-                   help="continue from {save_dir}/{session_name}_state.pth")
-    p.add_argument("--skip_bad", default=False, type=str2bool,
-                   help="train on the images whose files pass the pre-flight check and say how many were "
-                        "left out; False: list every bad file and stop before step 1")
     p.add_argument("--save_dir", default=".", type=str,
-                   help="folder of {session_name}.pth and {session_name}_state.pth "
+                   help="folder of {session_name}.pth, {session_name}_state.pth and {session_name}_log.jsonl "
                         "(upstream: the current folder)")
+    add_training_args(p)
     return p
 
 
@@ -98,115 +93,29 @@ def init_weights(model: nn.Module, weights: str) -> None:
     load_checkpoint(model, weights, strict=full)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, radius: int,
-               device: torch.device) -> dict[str, float]:
-    """One SGD step on this process's share of the batch; returns the loss terms of the global batch."""
-    image = batch["image"].to(device, non_blocking=True)
-    label = batch["label"].to(device, non_blocking=True)
-    valid = batch["valid"].to(device, non_blocking=True)
-    _, aff, aff_crf = model(image, radius)
-    out = affinity_loss(aff, aff_crf, label, image, valid, radius, sync_counts=True)
-    optimizer.zero_grad(set_to_none=True)
-    out["loss"].backward()
-    optimizer.step()
-    logged = tdist.mean_over_processes(torch.stack([out[k].detach() for k in LOG_TERMS]))
-    return dict(zip(LOG_TERMS, logged.tolist(), strict=True))
-
-
-def save_training_state(path: Path, model: nn.Module, optimizer: PolyOptimizer, epoch: int, args) -> None:
-    """Atomically write what ``--resume`` needs (tensors and plain values only)."""
-    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "optimizer": optimizer.state_dict(), "epoch": epoch, "global_step": optimizer.global_step,
-             "batch_size": args.batch_size, "max_step": optimizer.max_step, "seed": args.seed}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def affinity_objective(model: nn.Module, batch: dict, epoch: int, radius: int
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss of one batch (algorithm.md §2.1; pair counts summed over processes) and its logged terms."""
+    _, aff, aff_crf = model(batch["image"], radius)
+    out = affinity_loss(aff, aff_crf, batch["label"], batch["image"], batch["valid"], radius, sync_counts=True)
+    return out["loss"], {k: out[k] for k in LOG_TERMS}
 
 
 def main(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train; returns the loss terms of every step this run took (global-batch values)."""
-    start = time.time()
     device = tdist.init_distributed(args.device)
-    rank, world = tdist.get_rank(), tdist.get_world_size()
-    main_process = tdist.is_main_process()
-    if args.batch_size % world:
-        raise ValueError(f"--batch_size {args.batch_size} (global) must be divisible by the "
-                         f"{world} processes")
-    per_rank = args.batch_size // world
-
     ids = read_list(args.train_list, args.voc12_root)
-    ids = preflight_training(ids, args.voc12_root, [Path(args.save_dir) / f"{args.session_name}{end}.pth"
-                                                    for end in ("", "_state")], args.skip_bad,
-                             label_dir=args.label_dir, verbose=main_process)
+    ids = preflight_training(ids, args.voc12_root, run_files(args),
+                             args.skip_bad, label_dir=args.label_dir, verbose=tdist.is_main_process())
     dataset = AffTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size)
-    steps_per_epoch = len(dataset) // args.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"--train_list has {len(dataset)} images, fewer than --batch_size {args.batch_size}")
-    max_step = steps_per_epoch * args.max_epoches
-    # one sampler for one or many processes: the shuffle depends only on (seed, epoch)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
-                                 drop_last=True)
-    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=args.num_workers,
-                        pin_memory=device.type == "cuda", drop_last=True)
-
     torch.manual_seed(args.seed)
     model = build_model(args.network, args.backbone_width)
-    save_dir = Path(args.save_dir)
-    state_path = save_dir / f"{args.session_name}_state.pth"
-    state = None
-    if args.resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"--resume True: training state not found: {state_path}")
-        state = load_torch_file(state_path)
-        saved = (state["batch_size"], state["max_step"], state["seed"])
-        if saved != (args.batch_size, max_step, args.seed):
-            raise ValueError(f"{state_path}: saved for (--batch_size, steps, --seed) = {saved}, this run has "
-                             f"{(args.batch_size, max_step, args.seed)}; resume needs the same values")
-        model.load_state_dict(state["model"])
-    else:  # every process loads, so a bad file stops all of them (DDP would copy rank 0's weights anyway)
+    if not args.resume:  # every process loads, so a bad file stops all of them (DDP copies rank 0's weights)
         init_weights(model, args.weights)
-    model = model.to(device)
-    model.train()  # BatchNorm stays frozen, not_training blocks keep requires_grad=False
-    optimizer = PolyOptimizer(model.get_parameter_groups(), lr=args.lr, weight_decay=args.wt_dec,
-                              max_step=max_step, momentum=args.momentum)
-    first_epoch = 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        first_epoch = state["epoch"]
-    if world > 1:
-        device_ids = [device.index] if device.type == "cuda" else None
-        ddp_model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
-    else:
-        ddp_model = model
-    if main_process:
-        print(vars(args))
-        print(f"{len(dataset)} images, {world} process(es) x {per_rank} images/step, "
-              f"{steps_per_epoch} steps/epoch, {max_step} steps, from epoch {first_epoch + 1}")
-
-    bar = tqdm(total=max_step, initial=optimizer.global_step, unit="step", disable=not main_process,
-               dynamic_ncols=True)
-    run_start, history = time.time(), []
-    for epoch in range(first_epoch, args.max_epoches):
-        # augmentation randomness derived from (seed, epoch, rank): resuming reproduces the same epochs
-        torch.manual_seed(args.seed + 1 + epoch * world + rank)
-        sampler.set_epoch(epoch)
-        bar.set_description(f"epoch {epoch + 1}/{args.max_epoches}")
-        for batch in loader:
-            terms = train_step(ddp_model, optimizer, batch, args.radius, device)
-            history.append(terms)
-            images_per_s = len(history) * args.batch_size / (time.time() - run_start)
-            bar.set_postfix({**{k: f"{v:.4f}" for k, v in terms.items()}, "img/s": f"{images_per_s:.1f}",
-                             "lr": f"{optimizer.param_groups[0]['lr']:.2e}"})
-            bar.update(1)
-        if main_process:
-            save_training_state(state_path, model, optimizer, epoch + 1, args)
-    bar.close()
-    if main_process:
-        final = save_dir / f"{args.session_name}.pth"
-        save_checkpoint(model, final)
-        print(f"done: {len(history)} steps (at {optimizer.global_step}/{max_step}) in "
-              f"{time.time() - start:.1f} s; saved {final}")
+    result: TrainResult = train(model, functools.partial(affinity_objective, radius=args.radius), dataset, args,
+                                device, SETTINGS)
     tdist.cleanup_distributed()
-    return history
+    return result.steps
 
 
 if __name__ == "__main__":

@@ -40,9 +40,10 @@ def parameter_groups(model: nn.Module, from_scratch: list[nn.Module]) -> tuple[l
     """Split the trainable parameters into (pretrained weights, pretrained biases, new weights, new biases).
 
     "New" means a parameter of a module in ``from_scratch``; frozen parameters are left out. These are the
-    four groups of ``tool.optim.PolyOptimizer`` (lr ×1, ×2, ×10, ×20).
+    four groups of ``tool.optim.PolyOptimizer`` (lr ×1, ×2, ×10, ×20). A model built with
+    ``from_scratch=True`` has no pretrained part, so nothing is "new" in it: every layer gets ×1 (×2 biases).
     """
-    new_ids = {id(p) for m in from_scratch for p in m.parameters()}
+    new_ids = set() if getattr(model, "from_scratch", False) else {id(p) for m in from_scratch for p in m.parameters()}
     groups: tuple[list, list, list, list] = ([], [], [], [])
     for name, param in model.named_parameters():
         if not param.requires_grad:

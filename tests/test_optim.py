@@ -53,3 +53,20 @@ def test_accepts_network_groups():
     net = resnet38_SEAM.Net(width=1 / 16)
     opt = PolyOptimizer(net.get_parameter_groups(), lr=0.01, weight_decay=5e-4, max_step=5, momentum=0.9)
     assert [len(g["params"]) for g in opt.param_groups] == [len(g) for g in net.get_parameter_groups()]
+
+
+def test_adamw_follows_the_same_schedule_and_groups():
+    from tool.optim import PolyAdamW, build_optimizer
+
+    params = [[torch.nn.Parameter(torch.zeros(3))] for _ in range(4)]
+    opt = build_optimizer("adamw", params, lr=1e-3, weight_decay=0.01, max_step=4, momentum=0.9)
+    assert isinstance(opt, PolyAdamW)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0, 0.01, 0.0]
+    for step in range(4):
+        opt.zero_grad()
+        sum(p[0].sum() for p in params).backward()
+        opt.step()
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx(
+            [1e-3 * m * (1 - step / 4) ** 0.9 for m in (1, 2, 10, 20)])
+    with pytest.raises(ValueError, match="--optimizer"):
+        build_optimizer("lbfgs", params, 1e-3, 0.0, 4, 0.9)

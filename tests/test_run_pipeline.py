@@ -1,6 +1,9 @@
 """The whole pipeline on a tiny generated dataset (``run_pipeline.py --quick``), as CI runs it."""
 
+import importlib
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,11 +37,20 @@ def test_quick_pipeline_writes_every_stage_and_the_summary(tmp_path):
     assert "cam" in summary["supervision"]["image"]["baselines"]
     assert set(summary["supervision"]["scribble"]["baselines"]) == {"scribbles"}
     assert (work / "contact_sheet.png").is_file()
+    assert 0.0 <= summary["seg"]["gt"] <= 1.0 and summary["seg"]["num_val"] == run_pipeline.PLANS["quick"].num_val
+    for sup, entry in summary["supervision"].items():
+        for key in ("val_miou", "seeds_val_miou"):
+            assert 0.0 <= entry["seg"][key] <= 1.0, (sup, key)
+        assert (work / "seg" / "weights" / f"{sup}_pseudo.pth").is_file()
+    box = summary["supervision"]["box"]
+    assert box["seg"]["baseline"] == max(box["baselines"], key=box["baselines"].get)
+    assert "baseline" not in summary["supervision"]["point"]["seg"]  # the point row has no baseline
 
     # rerun: every stage finds its outputs and skips; the scores are recomputed identically
     again = run_pipeline.main(args)
     for sup in run_pipeline.SUPERVISIONS:
         assert np.isclose(again["supervision"][sup]["pseudo_miou"], summary["supervision"][sup]["pseudo_miou"])
+        assert np.isclose(again["supervision"][sup]["seg"]["val_miou"], summary["supervision"][sup]["seg"]["val_miou"])
 
 
 def test_voc_root_without_classifier_weights_is_refused(tmp_path):
@@ -70,3 +82,53 @@ def test_voc_root_seeds_cover_the_training_list_and_pseudo_labels_the_infer_list
     assert sorted(p.stem for p in (work / "pseudo" / "box").glob("*.png")) == sorted(train_aug[:4])
     assert (work / "weights" / "aff_box.pth").is_file() and summary["plan"] == "quick"
     assert 0.0 <= summary["supervision"]["box"]["pseudo_miou"] <= 1.0
+
+
+def test_seg_stage_without_a_val_list_is_skipped_with_a_message(tmp_path, capsys):
+    (tmp_path / "VOC2012" / "JPEGImages").mkdir(parents=True)
+    args = run_pipeline.get_args_parser().parse_args(
+        ["--voc12_root", str(tmp_path / "VOC2012"), "--work_dir", str(tmp_path / "work"), "--device", "cpu"])
+    assert run_pipeline.Pipeline(args).seg({"supervision": {}}) is None
+    assert "seg stage skipped: no val list" in capsys.readouterr().out
+
+
+def test_seg_stage_trains_one_net_per_label_source_and_fills_the_summary(tmp_path, monkeypatch, capsys):
+    """The stage's plumbing, with the two scripts replaced: each command must parse with the script's own
+    parser; 'inference' copies the val ground truth, so every net scores 1.0."""
+    work = tmp_path / "work"
+    make_synthetic_voc.main(make_synthetic_voc.get_args_parser().parse_args(
+        ["--out", str(work / "VOC2012"), "--num_train", "4", "--num_val", "2", "--min_size", "40",
+         "--max_size", "56"]))
+    args = run_pipeline.get_args_parser().parse_args(
+        ["--quick", "--work_dir", str(work), "--supervision", "box", "--device", "cpu"])
+    pipe = run_pipeline.Pipeline(args)
+    trained = []
+
+    def fake_run(script, argv):
+        module = importlib.import_module(script)
+        parsed = module.get_args_parser().parse_args([str(a) for a in argv])
+        if script == "train_seg":
+            trained.append(parsed)
+        else:
+            assert script == "infer_seg"
+            out = Path(parsed.save_path)
+            out.mkdir(parents=True, exist_ok=True)
+            for image_id in (work / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").read_text().split():
+                shutil.copy(work / "VOC2012" / "SegmentationClass" / f"{image_id}.png", out / f"{image_id}.png")
+
+    monkeypatch.setattr(pipe, "run", fake_run)
+    summary = {"supervision": {"box": {"seed_miou": 0.2, "seed_precision": 0.9, "seed_coverage": 0.5,
+                                       "pseudo_miou": 0.3, "baselines": {"box_fill": 0.4, "grabcut": 0.5}}}}
+    seg = pipe.seg(summary)
+    assert seg["gt"] == 1.0 and seg["num_val"] == 2 and seg["arch"] == "deeplabv2_resnet38"
+    assert summary["supervision"]["box"]["seconds"]["seg"] >= 0
+    box = summary["supervision"]["box"]["seg"]
+    assert box == {"val_miou": 1.0, "seeds_val_miou": 1.0, "baseline": "grabcut", "baseline_val_miou": 1.0,
+                   "pct_of_gt": 1.0}
+    assert [Path(a.label_dir).name for a in trained] == ["SegmentationClass", "box", "SEAM_Box", "grabcut"]
+    assert all(a.train_list == pipe.infer_list and a.arch == "deeplabv2_resnet38" for a in trained)
+    assert all(Path(a.backbone_weights) == work / "weights" / "resnet38_SEAM.pth" for a in trained)
+    run_pipeline.print_table({**summary, "seg": seg})
+    run_pipeline.print_seg_table({**summary, "seg": seg})
+    table = capsys.readouterr().out
+    assert "val mIoU" in table and "% of GT" in table and "grabcut 100.0" in table

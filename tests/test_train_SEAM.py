@@ -5,6 +5,7 @@ import make_synthetic_voc
 import train_SEAM
 from network import resnet38d
 from network.resnet38_SEAM import Net
+from tool import trainer
 from tool.checkpoint import save_checkpoint
 
 
@@ -41,8 +42,13 @@ def train_args(root, weights, out, *extra):
         "--save_dir", str(out), "--session_name", "tiny", *extra])
 
 
+class Interrupt(Exception):
+    pass
+
+
 @pytest.mark.slow
-def test_classification_loss_falls_checkpoint_loads_and_resume_continues(tiny_voc, init_weights, tmp_path):
+def test_classification_loss_falls_checkpoint_loads_and_resume_continues(tiny_voc, init_weights, tmp_path,
+                                                                         monkeypatch):
     history = train_SEAM.main(train_args(tiny_voc, init_weights, tmp_path, "--max_epoches", "3"))
     assert len(history) == 3
     assert history[-1]["cls"] < history[0]["cls"] - 0.05
@@ -51,12 +57,27 @@ def test_classification_loss_falls_checkpoint_loads_and_resume_continues(tiny_vo
     Net(width=0.0625).load_state_dict(state, strict=True)
 
     saved = torch.load(tmp_path / "tiny_state.pth", weights_only=True)
-    assert saved["epoch"] == 2 and saved["step"] == 6  # 8 images / batch 4 = 2 steps per epoch
-    history = train_SEAM.main(train_args(tiny_voc, init_weights, tmp_path / "b", "--max_epoches", "4",
-                                         "--resume", str(tmp_path / "tiny_state.pth")))
-    assert len(history) == 1  # only the fourth epoch ran
+    assert saved["epoch"] == 3 and saved["step"] == 6  # 3 epochs done; 8 images / batch 4 = 2 steps per epoch
+
+    save_state = trainer.save_training_state
+
+    def save_then_stop(path, **kwargs):  # a kill right after the state of epoch 2 is written
+        save_state(path, **kwargs)
+        if kwargs["epoch"] == 2:
+            raise Interrupt
+
+    monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
+    with pytest.raises(Interrupt):
+        train_SEAM.main(train_args(tiny_voc, init_weights, tmp_path / "b", "--max_epoches", "3"))
+    monkeypatch.undo()
+    history = train_SEAM.main(train_args(tiny_voc, init_weights, tmp_path / "b", "--max_epoches", "3",
+                                         "--resume", "True"))
+    assert len(history) == 1  # only the third epoch ran
     saved = torch.load(tmp_path / "b" / "tiny_state.pth", weights_only=True)
-    assert saved["epoch"] == 3 and saved["step"] == 8
+    assert saved["epoch"] == 3 and saved["step"] == 6
+    resumed = torch.load(tmp_path / "b" / "tiny.pth", weights_only=True)
+    for key, value in state.items():  # bit-identical to the uninterrupted run
+        assert torch.equal(resumed[key], value), key
 
 
 def test_from_scratch_with_classification_warm_up(tiny_voc, tmp_path):

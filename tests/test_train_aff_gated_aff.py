@@ -1,5 +1,6 @@
 """Stage-2 training: DDP step equivalence, a short CPU run on a generated VOC root, resume, torchrun."""
 
+import functools
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import train_aff_gated_aff as stage2
 from network.resnet38_aff_gated import Net
+from tool import trainer
 from tool.checkpoint import load_checkpoint
 from tool.label_io import save_image, save_label_png
 from tool.optim import PolyOptimizer
@@ -49,8 +51,8 @@ def one_step(model, batch):
     optimizer = PolyOptimizer(model.module.get_parameter_groups() if hasattr(model, "module")
                               else model.get_parameter_groups(), lr=0.05, weight_decay=5e-4, max_step=10,
                               momentum=0.9)
-    terms = stage2.train_step(model, optimizer, batch, RADIUS, torch.device("cpu"))
-    return terms
+    objective = functools.partial(stage2.affinity_objective, radius=RADIUS)
+    return trainer.train_step(model, optimizer, batch, objective, epoch=0)
 
 
 def _free_port():
@@ -176,14 +178,14 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch):
     full = stage2.main(stage2_args(tmp_path / "voc", tmp_path / "full", max_epoches=3))
     reference = torch.load(tmp_path / "full" / "aff_test.pth", weights_only=True)
 
-    save_state = stage2.save_training_state
+    save_state = trainer.save_training_state
 
-    def save_then_stop(path, model, optimizer, epoch, args):
-        save_state(path, model, optimizer, epoch, args)
-        if epoch == 2:
+    def save_then_stop(path, **state):
+        save_state(path, **state)
+        if state["epoch"] == 2:
             raise Interrupt
 
-    monkeypatch.setattr(stage2, "save_training_state", save_then_stop)
+    monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
     with pytest.raises(Interrupt):
         stage2.main(stage2_args(tmp_path / "voc", tmp_path / "cut", max_epoches=3))
     monkeypatch.undo()
@@ -208,3 +210,13 @@ def test_torchrun_two_processes(tmp_path):
     assert "2 process(es) x 2 images/step" in done.stdout
     load_checkpoint(Net(width=WIDTH), tmp_path / "out" / "aff_test.pth", strict=True)
     assert (tmp_path / "out" / "aff_test_state.pth").is_file()
+
+
+def test_resume_with_a_changed_radius_is_refused(tmp_path):
+    make_voc_root(tmp_path / "voc", count=4)
+    stage2.main(stage2_args(tmp_path / "voc", tmp_path / "out", max_epoches=1))
+    with pytest.raises(ValueError, match=f"--radius was {RADIUS}, now {RADIUS + 1}"):
+        stage2.main(stage2_args(tmp_path / "voc", tmp_path / "out", max_epoches=1, radius=RADIUS + 1,
+                                resume=True))
+    records = (tmp_path / "out" / "aff_test_log.jsonl").read_text().splitlines()
+    assert '"event": "start"' in records[0] and '"loss"' in records[-1]

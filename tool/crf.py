@@ -23,6 +23,8 @@ class CRFParams:
 
 CAM_CRF = CRFParams(iters=10, gauss_sxy=3, gauss_compat=3, bi_sxy=80, bi_srgb=13, bi_compat=10)  # algorithm.md §1.1
 A2GNN_CRF = CRFParams(iters=10, gauss_sxy=2, gauss_compat=3, bi_sxy=50, bi_srgb=5, bi_compat=10)  # algorithm.md §3.6
+# DeepLab v2 (ResNet-101, VOC) test-time CRF, algorithm.md §4
+SEG_CRF = CRFParams(iters=10, gauss_sxy=1, gauss_compat=3, bi_sxy=67, bi_srgb=3, bi_compat=4)
 
 
 def _densecrf_module():

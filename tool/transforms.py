@@ -133,3 +133,15 @@ def random_crop(image: np.ndarray, crop_size: int, *, rng: np.random.Generator,
         out_label = np.full((crop_size, crop_size), label_fill, dtype=label.dtype)
         out_label[dst] = label[src]
     return out_image, out_label, valid
+
+
+def random_scale(image: np.ndarray, label: np.ndarray, low: float, high: float, *,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Resize image ``(H, W, 3)`` uint8 (bilinear) and label ``(H, W)`` uint8 (nearest) by one factor drawn
+    uniformly from ``[low, high]`` (DeepLab's random scale); sides are rounded, at least 1."""
+    factor = rng.uniform(low, high)
+    h, w = label.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    image = np.asarray(Image.fromarray(image).resize(size, resample=Image.BILINEAR))
+    label = np.asarray(Image.fromarray(label).resize(size, resample=Image.NEAREST))
+    return image, label

@@ -24,9 +24,11 @@ from tool.transforms import (
     random_crop,
     random_hflip,
     random_resize_long,
+    random_scale,
     resize_image,
     to_chw_tensor,
 )
+from voc12 import IGNORE, NUM_CLASSES
 
 JITTER = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue (algorithm.md §1.2, 2.2)
 CAM_SCALES = (0.5, 1.0, 1.5, 2.0)  # algorithm.md §1.1
@@ -164,3 +166,39 @@ class MultiScaleFlipDataset(ImageDataset):
         if self.labels is not None:
             item["label"] = torch.from_numpy(np.asarray(self.labels[image_id], dtype=np.float32))
         return item
+
+
+class SegTrainDataset(ImageDataset):
+    """Segmentation-network training items (algorithm.md §4) with label maps ``label_dir/<id>.png``.
+
+    Labels: 0..20 classes, 255 = ignore (pseudo labels, seeds, baselines or ground truth). Augmentation
+    (DeepLab): random scale in ``scale_range`` (image bilinear, label nearest), horizontal flip,
+    normalization, joint random ``crop_size`` crop padded with 0 (image) and 255 (label). Item: ``{'id',
+    'image': (3, crop, crop) float32, 'label': (crop, crop) int64}``.
+    """
+
+    def __init__(self, ids: Sequence[str], voc12_root: str | os.PathLike, label_dir: str | os.PathLike,
+                 crop_size: int = 321, scale_range: tuple[float, float] = (0.5, 2.0)):
+        super().__init__(ids, voc12_root)
+        self.label_dir = Path(label_dir)
+        if not self.label_dir.is_dir():
+            raise FileNotFoundError(f"label folder not found: {self.label_dir} (check --label_dir)")
+        self.crop_size = crop_size
+        self.scale_range = tuple(scale_range)
+
+    def __getitem__(self, index: int) -> dict:
+        image_id = self.ids[index]
+        rng = item_rng()
+        image = self.load_image(image_id)
+        label_path = self.label_dir / f"{image_id}.png"
+        label = read_label_png(label_path)
+        if label.shape != image.shape[:2]:
+            raise ValueError(f"{label_path}: label map is {label.shape}, image is {image.shape[:2]}")
+        bad = (label >= NUM_CLASSES) & (label != IGNORE)
+        if bad.any():
+            raise ValueError(f"{label_path}: values outside 0..{NUM_CLASSES - 1} and {IGNORE}: "
+                             f"{sorted(np.unique(label[bad]).tolist())[:5]}")
+        image, label = random_scale(image, label, *self.scale_range, rng=rng)
+        image, label = random_hflip(image, label, rng=rng)
+        image, label, _ = random_crop(normalize(image), self.crop_size, rng=rng, label=label)
+        return {"id": image_id, "image": to_chw_tensor(image), "label": to_chw_tensor(label).long()}

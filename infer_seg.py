@@ -1,0 +1,127 @@
+"""Stage 4: label maps of a trained segmentation network, optionally refined by a dense CRF, and their scores.
+
+    python infer_seg.py --voc12_root $VOC --infer_list val.txt --weights netWeights/deeplabv2_box.pth \\
+        --save_path out/seg_box_val --crf out/seg_box_val_crf --scales 0.5 0.75 1.0 --flip True
+
+Writes palette PNGs ``--save_path/<id>.png`` (argmax of the class probabilities averaged over
+``--scales`` and, with ``--flip True``, their mirror images) and, with ``--crf FOLDER``, the dense-CRF
+refined labels there (DeepLab v2's CRF parameters, ``tool.crf.SEG_CRF``). Per image, sharded
+(``--shard i/n`` or torchrun) and resumable like the other per-image stages: existing outputs are
+skipped, one bad image is named and the rest go on. When every output of the list exists and ground
+truth is available (``--gt_dir``, default ``VOC12_ROOT/SegmentationClass`` if present), the scores of
+``eval_miou.py`` (per-class IoU, mIoU) are printed and written to ``<folder>.json`` for each folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval_miou import evaluate, format_table
+from network.deeplab import ARCHITECTURES, build_seg_net
+from tool.checkpoint import load_checkpoint
+from tool.cli import default_device, str2bool
+from tool.crf import SEG_CRF, dense_crf
+from tool.label_io import atomic_path, read_image, save_label_png
+from tool.runner import RunSummary, run_per_image
+from tool.segmentation import predict_probs
+from voc12 import NUM_CLASSES
+from voc12.lists import read_list
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Stage 4: segmentation network inference (+ CRF, + scores).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--weights", required=True, type=str, help="a train_seg.py checkpoint ({session_name}.pth)")
+    p.add_argument("--arch", default="deeplabv2_resnet101", choices=ARCHITECTURES, help="network of --weights")
+    p.add_argument("--backbone_width", default=1.0, type=float, help="ResNet-38 width (deeplabv2_resnet38)")
+    p.add_argument("--voc12_root", default="VOC2012", type=str, help="dataset root")
+    p.add_argument("--infer_list", default=None, type=str,
+                   help="id list (path or name under ImageSets/Segmentation); default val.txt, or every "
+                        "image of --image_dir when that is given")
+    p.add_argument("--image_dir", default=None, type=str,
+                   help="folder of the images (<id>.jpg or .png); default VOC12_ROOT/JPEGImages")
+    p.add_argument("--scales", default=[1.0], type=float, nargs="+", help="input scales, averaged")
+    p.add_argument("--flip", default=False, type=str2bool, help="also average the mirrored images")
+    p.add_argument("--save_path", default="data/seg_pred", type=str, help="folder of the label PNGs")
+    p.add_argument("--crf", default=None, type=str, help="folder of dense-CRF refined label PNGs (default: no CRF)")
+    p.add_argument("--gt_dir", default=None, type=str,
+                   help="ground-truth <id>.png for the scores (default VOC12_ROOT/SegmentationClass if it "
+                        "exists); 'none': no scores")
+    p.add_argument("--device", default=default_device(), type=str)
+    p.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
+    p.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
+    return p
+
+
+def image_ids(args: argparse.Namespace, image_dir: Path) -> list[str]:
+    """The list's ids, or every image of ``--image_dir`` (sorted) when it is given without a list."""
+    if args.infer_list is None and args.image_dir is not None:
+        ids = sorted(p.stem for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not ids:
+            raise FileNotFoundError(f"--image_dir {image_dir}: no .jpg / .png images")
+        return ids
+    return read_list(args.infer_list or "val.txt", args.voc12_root)
+
+
+def find_image(image_dir: Path, image_id: str) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        if (image_dir / f"{image_id}{suffix}").is_file():
+            return image_dir / f"{image_id}{suffix}"
+    raise FileNotFoundError(f"image not found: {image_dir / image_id}.jpg (or .png)")
+
+
+def score(folders: list[Path], gt_dir: Path, ids: list[str]) -> dict[str, dict]:
+    """``eval_miou.evaluate`` of each folder, printed and written to ``<folder>.json``."""
+    results = {}
+    for folder in folders:
+        result = evaluate(folder, gt_dir, ids)
+        print(f"\n{folder}:\n{format_table(result)}")
+        with atomic_path(folder.with_name(folder.name + ".json")) as tmp:
+            tmp.write_text(json.dumps(result, indent=1) + "\n")
+        results[str(folder)] = result
+    return results
+
+
+def main(args: argparse.Namespace) -> RunSummary:
+    image_dir = Path(args.image_dir) if args.image_dir else Path(args.voc12_root) / "JPEGImages"
+    ids = image_ids(args, image_dir)
+    folders = [Path(args.save_path)] + ([Path(args.crf)] if args.crf else [])
+    gt_dir = None if (args.gt_dir or "").lower() == "none" else Path(
+        args.gt_dir or Path(args.voc12_root) / "SegmentationClass")
+    if args.gt_dir and gt_dir is not None and not gt_dir.is_dir():
+        raise FileNotFoundError(f"--gt_dir not found: {gt_dir}")
+    device = torch.device(args.device)
+    net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
+    load_checkpoint(net, args.weights, strict=True)
+    net.eval().to(device)
+
+    def outputs(image_id: str) -> list[Path]:
+        return [folder / f"{image_id}.png" for folder in folders]
+
+    def process(image_id: str) -> None:
+        image = read_image(find_image(image_dir, image_id))
+        probs = predict_probs(net, image, args.scales, args.flip, device)
+        save_label_png(folders[0] / f"{image_id}.png", probs.argmax(0).numpy().astype(np.uint8))
+        if args.crf:
+            refined = dense_crf(image, probs.numpy(), SEG_CRF)
+            save_label_png(folders[1] / f"{image_id}.png", refined.argmax(0).astype(np.uint8))
+
+    summary = run_per_image(ids, process, outputs, desc="infer_seg", shard=args.shard, overwrite=args.overwrite)
+    if gt_dir is not None and gt_dir.is_dir():
+        if all(p.is_file() for i in ids for p in outputs(i)):
+            score(folders, gt_dir, ids)
+        else:
+            print("scores skipped: not every image of the list has its outputs yet (other shards running, or "
+                  "failures above)")
+    return summary
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(get_args_parser().parse_args()).exit_code)

@@ -1,0 +1,95 @@
+"""Stage 4 scripts on a tiny generated VOC root: training, kill-and-resume equality, inference and scores."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import infer_seg
+import make_synthetic_voc
+import train_seg
+from tool import trainer
+from tool.label_io import read_label_png
+
+
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    make_synthetic_voc.main(make_synthetic_voc.get_args_parser().parse_args(
+        ["--out", str(root), "--num_train", "4", "--num_val", "3", "--min_size", "40", "--max_size", "56"]))
+    return root
+
+
+def seg_args(root, out, *extra):
+    return train_seg.get_args_parser().parse_args([
+        "--voc12_root", str(root), "--train_list", "train.txt", "--label_dir", str(root / "SegmentationClass"),
+        "--arch", "deeplabv2_resnet38", "--backbone_width", "0.0625", "--backbone_weights", "none",
+        "--crop_size", "48", "--batch_size", "2", "--max_iters", "5", "--lr", "0.01", "--num_workers", "0",
+        "--device", "cpu", "--save_dir", str(out), "--session_name", "seg", "--log_every", "1", *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_voc, tmp_path_factory):
+    """An uninterrupted run: (its per-step losses, its folder)."""
+    out = tmp_path_factory.mktemp("full")
+    return train_seg.main(seg_args(tiny_voc, out)), out
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_killed_and_resumed_training_ends_with_the_uninterrupted_weights(tiny_voc, trained, tmp_path, monkeypatch):
+    full, full_dir = trained
+    assert len(full) == 5 and all(np.isfinite(s["loss"]) for s in full)  # 2 steps/epoch, last epoch cut at 5
+    save_state = trainer.save_training_state
+
+    def save_then_stop(path, **kwargs):
+        save_state(path, **kwargs)
+        if kwargs["epoch"] == 1:
+            raise Interrupt
+
+    monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
+    with pytest.raises(Interrupt):
+        train_seg.main(seg_args(tiny_voc, tmp_path / "cut"))
+    monkeypatch.undo()
+    rest = train_seg.main(seg_args(tiny_voc, tmp_path / "cut", "--resume", "True"))
+    assert rest == full[2:]
+    reference = torch.load(full_dir / "seg.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "seg.pth", weights_only=True)
+    for key, value in reference.items():
+        assert torch.equal(resumed[key], value), key
+    with pytest.raises(ValueError, match="--crop_size was 48, now 40"):
+        train_seg.main(seg_args(tiny_voc, tmp_path / "cut", "--resume", "True", "--crop_size", "40"))
+    log = [json.loads(line) for line in (tmp_path / "cut" / "seg_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "event" not in r] == [1, 2, 3, 4, 5]
+
+
+def test_inference_writes_labels_crf_and_scores_and_resumes(tiny_voc, trained, tmp_path, capsys):
+    base = ["--weights", str(trained[1] / "seg.pth"), "--arch", "deeplabv2_resnet38", "--backbone_width",
+            "0.0625", "--voc12_root", str(tiny_voc), "--infer_list", "val.txt", "--scales", "0.75", "1.0",
+            "--flip", "True", "--device", "cpu"]
+    out, crf = tmp_path / "pred", tmp_path / "pred_crf"
+    summary = infer_seg.main(infer_seg.get_args_parser().parse_args(
+        [*base, "--save_path", str(out), "--crf", str(crf)]))
+    ids = (tiny_voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    assert summary.done == 3 and not summary.failed
+    for folder in (out, crf):
+        for image_id in ids:
+            label = read_label_png(folder / f"{image_id}.png")
+            gt = read_label_png(tiny_voc / "SegmentationClass" / f"{image_id}.png")
+            assert label.shape == gt.shape and label.max() <= 20
+        scores = json.loads((folder.parent / f"{folder.name}.json").read_text())
+        assert 0.0 <= scores["miou"] <= 1.0 and scores["num_images"] == 3
+    assert "mIoU" in capsys.readouterr().out
+
+    again = infer_seg.main(infer_seg.get_args_parser().parse_args(
+        [*base, "--save_path", str(out), "--crf", str(crf)]))
+    assert again.done == 0 and again.skipped == 3
+    for shard in ("0/2", "1/2"):  # two shards write what one process wrote
+        infer_seg.main(infer_seg.get_args_parser().parse_args(
+            [*base, "--save_path", str(tmp_path / "sharded"), "--shard", shard]))
+    for image_id in ids:
+        assert np.array_equal(read_label_png(tmp_path / "sharded" / f"{image_id}.png"),
+                              read_label_png(out / f"{image_id}.png"))

@@ -1,0 +1,169 @@
+"""The shared training loop: resume equality, settings refused on resume, the JSON-lines log, optimizers."""
+
+import argparse
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+import train_aff_gated_aff
+import train_SEAM
+from tool import trainer
+from tool.optim import PolyAdamW, PolyOptimizer
+
+
+class NoisyPoints(Dataset):
+    """Random regression items; the noise is drawn from torch's default generator, like the augmentation."""
+
+    def __init__(self, n=12):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        x = self.x[i] + 0.1 * torch.randn(3)
+        return {"id": str(i), "x": x, "y": x.sum(0, keepdim=True)}
+
+
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body, self.head = nn.Linear(3, 4), nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+    def get_parameter_groups(self):
+        return ([self.body.weight], [self.body.bias], [self.head.weight], [self.head.bias])
+
+
+def objective(model, batch, epoch):
+    err = (model(batch["x"]) - batch["y"]).pow(2).mean()
+    return err, {"loss": err, "abs": (model(batch["x"]) - batch["y"]).abs().mean()}
+
+
+def loop_args(save_dir, **overrides):
+    values = dict(batch_size=4, max_epoches=3, lr=0.05, wt_dec=1e-4, momentum=0.9, optimizer="sgd", seed=3,
+                  num_workers=0, save_dir=str(save_dir), session_name="toy", resume=False, log_every=2, radius=4)
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+SETTINGS = ("batch_size", "max_epoches", "lr", "optimizer", "seed", "radius")
+
+
+def run(save_dir, **overrides):
+    return trainer.train(Linear(), objective, NoisyPoints(), loop_args(save_dir, **overrides), torch.device("cpu"),
+                         SETTINGS)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, optimizer):
+    full = run(tmp_path / "full", optimizer=optimizer)
+    assert len(full.steps) == 9 and len(full.epochs) == 3
+    save_state = trainer.save_training_state
+
+    def save_then_stop(path, **kwargs):
+        save_state(path, **kwargs)
+        if kwargs["epoch"] == 1:
+            raise Interrupt
+
+    monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
+    with pytest.raises(Interrupt):
+        run(tmp_path / "cut", optimizer=optimizer)
+    monkeypatch.undo()
+    rest = run(tmp_path / "cut", optimizer=optimizer, resume=True)
+    assert rest.steps == full.steps[3:]
+    reference = torch.load(tmp_path / "full" / "toy.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "toy.pth", weights_only=True)
+    assert set(reference) == set(resumed)
+    for key, value in reference.items():
+        assert torch.equal(resumed[key], value), key
+    # the log of the resumed run is the uninterrupted run's curve (timings aside) after its start records
+    def curve(path):
+        return [{k: v for k, v in r.items() if k != "seconds_per_step"}
+                for r in map(json.loads, path.read_text().splitlines()) if "event" not in r]
+    assert curve(tmp_path / "cut" / "toy_log.jsonl") == curve(tmp_path / "full" / "toy_log.jsonl")
+
+
+def test_state_holds_arguments_and_settings_and_a_changed_setting_is_refused(tmp_path):
+    run(tmp_path, max_epoches=1)
+    state = torch.load(tmp_path / "toy_state.pth", weights_only=True)
+    assert state["epoch"] == 1 and state["step"] == 3
+    assert state["args"]["session_name"] == "toy" and state["args"]["log_every"] == 2
+    assert state["settings"] == {"batch_size": 4, "max_epoches": 1, "lr": 0.05, "optimizer": "sgd", "seed": 3,
+                                 "radius": 4, "processes": 1}
+    with pytest.raises(ValueError, match=r"--radius was 4, now 3") as err:
+        run(tmp_path, max_epoches=1, radius=3, resume=True)
+    assert str(tmp_path / "toy_state.pth") in str(err.value)
+    with pytest.raises(ValueError, match=r"--lr was 0.05, now 0.1.*--optimizer was 'sgd', now 'adamw'"):
+        run(tmp_path, max_epoches=1, lr=0.1, optimizer="adamw", resume=True)
+    run(tmp_path, max_epoches=1, resume=True)  # same settings: nothing left to do, accepted
+    with pytest.raises(FileNotFoundError, match="--resume True: training state not found"):
+        run(tmp_path / "elsewhere", resume=True)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "toy_state.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable training state"):
+        run(tmp_path / "junk", resume=True)
+
+
+def test_log_records_interval_means_lr_and_epoch_ends(tmp_path):
+    result = run(tmp_path)  # 3 steps per epoch, log every 2 steps and at every epoch end
+    records = [json.loads(line) for line in (tmp_path / "toy_log.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "start" and records[0]["args"]["batch_size"] == 4
+    rows = records[1:]
+    assert [r["step"] for r in rows] == [2, 3, 4, 6, 8, 9]
+    assert [r["epoch"] for r in rows] == [1, 1, 2, 2, 3, 3]
+    bounds = [0, 2, 3, 4, 6, 8, 9]
+    for row, lo, hi in zip(rows, bounds[:-1], bounds[1:], strict=True):
+        steps = result.steps[lo:hi]
+        assert row["loss"] == pytest.approx(sum(s["loss"] for s in steps) / len(steps), rel=1e-12)
+        assert row["seconds_per_step"] >= 0
+        assert row["lr"] == pytest.approx(0.05 * (1 - (hi - 1) / 9) ** 0.9)
+
+
+def test_max_steps_ends_inside_an_epoch(tmp_path):
+    result = trainer.train(Linear(), objective, NoisyPoints(), loop_args(tmp_path), torch.device("cpu"),
+                           SETTINGS, max_steps=5)
+    assert len(result.steps) == 5 and len(result.epochs) == 2
+    assert torch.load(tmp_path / "toy_state.pth", weights_only=True)["step"] == 5
+
+
+def test_optimizer_flag_builds_sgd_or_adamw(tmp_path, monkeypatch):
+    built = []
+    original = trainer.build_optimizer
+
+    def spy(name, *args, **kwargs):
+        built.append(original(name, *args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(trainer, "build_optimizer", spy)
+    run(tmp_path / "a", max_epoches=1)
+    run(tmp_path / "b", max_epoches=1, optimizer="adamw")
+    assert type(built[0]) is PolyOptimizer and type(built[1]) is PolyAdamW
+
+
+@pytest.mark.parametrize("script", [train_SEAM, train_aff_gated_aff])
+def test_training_scripts_share_resume_optimizer_and_log_flags(script):
+    parser = script.get_args_parser()
+    assert parser.parse_args([]).resume is False and parser.parse_args([]).optimizer == "sgd"
+    assert parser.parse_args(["--resume", "True", "--optimizer", "adamw"]).resume is True
+    assert parser.parse_args(["--resume", "False"]).resume is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--resume", "some/state.pth"])
+    assert set(script.SETTINGS) <= set(vars(parser.parse_args([])))
+
+
+def test_amp_needs_cuda(tmp_path):
+    with pytest.raises(ValueError, match="--amp True needs a CUDA device"):
+        trainer.train(Linear(), objective, NoisyPoints(), loop_args(tmp_path), torch.device("cpu"), SETTINGS,
+                      amp=True)

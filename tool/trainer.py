@@ -1,0 +1,314 @@
+"""The one training loop of the training scripts and its checkpoint / resume helper.
+
+``train_SEAM.py``, ``train_aff_gated_aff.py`` and ``train_seg.py`` each build a network, a dataset and a
+loss function, then call :func:`train`, which owns the rest: the DataLoader (one ``DistributedSampler``
+for one or many processes, so the shuffle depends only on ``(seed, epoch)``), the poly-lr optimizer
+(``--optimizer``), DistributedDataParallel under ``torchrun``, mixed precision (``amp``, CUDA only), the
+tqdm bar, the training state after every epoch, ``--resume``, the JSON-lines log and the final weights.
+
+Files, in ``save_dir`` (``{s}`` = ``--session_name``):
+
+- ``{s}.pth``: the final weights, a plain state dict (no ``module.`` prefix), so the next stage and the
+  published-checkpoint loaders read it strictly.
+- ``{s}_state.pth``: written atomically after every epoch: model, optimizer (with its step counter),
+  AMP scaler, finished epochs, the run's arguments (``args``) and its result-changing settings
+  (``settings``). ``--resume True`` continues from it and refuses it when a setting differs.
+- ``{s}_log.jsonl``: one JSON object per line: ``{"event": "start", "args": {...}, "step": s}`` at every
+  (re)start, then every ``--log_every`` steps and at the end of each epoch ``{"step", "epoch", "lr",
+  "seconds_per_step", <loss terms averaged over the interval>}``. A resumed run first drops the records
+  after the step it resumes from, so the log is the curve of one uninterrupted run.
+
+Reproducibility: before every epoch the loop seeds torch with ``seed + 1 + epoch · world + rank``; the
+sampler shuffles with ``(seed, epoch)``. A run killed after epoch ``e`` and resumed with the same
+settings ends with the same weights as the uninterrupted run (same process and worker counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from tool import dist as tdist
+from tool.checkpoint import save_checkpoint
+from tool.cli import str2bool
+from tool.label_io import atomic_path
+from tool.optim import OPTIMIZERS, build_optimizer
+
+# loss_fn(model, batch on the device, epoch) -> (objective to backpropagate, loss terms to log)
+LossFn = Callable[[nn.Module, dict, int], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
+STATE_KEYS = ("model", "optimizer", "epoch", "step", "settings", "args")
+PROCESSES = "processes"  # setting recorded by the loop itself: the torchrun world size
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every training script shares: ``--optimizer``, ``--resume``, ``--skip_bad``, ``--log_every``."""
+    parser.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+                        help="sgd: the published SGD with poly decay (uses --momentum); adamw: AdamW with "
+                             "the same poly decay and lr multipliers (OURS; for networks trained from "
+                             "scratch, try lr 1e-3..2e-3)")
+    parser.add_argument("--resume", default=False, type=str2bool,
+                        help="True: continue from {save_dir}/{session_name}_state.pth (the settings that "
+                             "change results must equal the saved ones)")
+    parser.add_argument("--skip_bad", default=False, type=str2bool,
+                        help="train on the images whose files pass the pre-flight check and say how many "
+                             "were left out; False: list every bad file and stop before step 1")
+    parser.add_argument("--log_every", default=20, type=int,
+                        help="steps between two records of {save_dir}/{session_name}_log.jsonl")
+
+
+def run_files(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The files a run writes in ``--save_dir``: final weights, training state, loss log."""
+    base = Path(args.save_dir) / args.session_name
+    return base.with_name(f"{base.name}.pth"), base.with_name(f"{base.name}_state.pth"), \
+        base.with_name(f"{base.name}_log.jsonl")
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON-compatible data (tuples → lists, paths and other objects → str)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def run_settings(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The result-changing settings of a run: ``{flag name: value}`` plus the process count."""
+    return {**{name: plain(getattr(args, name)) for name in names}, PROCESSES: tdist.get_world_size()}
+
+
+def check_settings(path: Path, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """``ValueError`` naming every flag whose value differs between the saved state and this run."""
+    differ = [name for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
+    if differ:
+        def flag(name: str) -> str:
+            return "torchrun processes" if name == PROCESSES else f"--{name}"
+        details = "; ".join(f"{flag(n)} was {saved.get(n)!r}, now {current.get(n)!r}" for n in differ)
+        raise ValueError(f"--resume True: {path} was saved with other settings ({details}). Resume with the "
+                         "saved values, or start a new run (another --session_name, or --resume False)")
+
+
+def save_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                        settings: Mapping[str, Any], args: Mapping[str, Any],
+                        scaler: torch.amp.GradScaler | None = None) -> None:
+    """Atomically write what ``--resume`` needs (tensors and plain values only); ``epoch`` = epochs done."""
+    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "optimizer": optimizer.state_dict(), "epoch": epoch, "step": optimizer.global_step,
+             "settings": dict(settings), "args": dict(args)}
+    if scaler is not None and scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        settings: Mapping[str, Any], scaler: torch.amp.GradScaler | None = None) -> int:
+    """Restore a :func:`save_training_state` file after checking its settings; return the epochs done."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume True: training state not found: {path} (it is written after "
+                                "the first epoch; check --save_dir and --session_name)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file; never retry with unpickling
+        raise ValueError(f"--resume True: {path} is not a readable training state (truncated or not a "
+                         f"PyTorch file): {type(err).__name__}") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, Mapping) or k not in state]
+    if missing:
+        raise ValueError(f"--resume True: {path} is not a training-state file of this version (missing "
+                         f"{missing}); start a new run with --resume False")
+    check_settings(path, state["settings"], settings)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    if optimizer.global_step != state["step"]:
+        raise ValueError(f"--resume True: {path}: optimizer step {optimizer.global_step} != saved step "
+                         f"{state['step']}")
+    return int(state["epoch"])
+
+
+class TrainingLog:
+    """The JSON-lines curve of a run (see the module docstring); written by the main process only."""
+
+    def __init__(self, path: Path, every: int, enabled: bool):
+        if every <= 0:
+            raise ValueError(f"--log_every must be positive, got {every}")
+        self.path, self.every, self.enabled = path, every, enabled
+        self.sums: dict[str, float] = {}
+        self.count, self.since = 0, time.time()
+
+    def start(self, args: Mapping[str, Any], step: int) -> None:
+        """Drop records after ``step`` (a resumed run), then append a start record."""
+        if not self.enabled:
+            return
+        kept = []
+        if step > 0 and self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                record = json.loads(line) if line.strip() else None
+                if record is not None and record.get("step", 0) <= step:
+                    kept.append(line)
+        kept.append(json.dumps({"event": "start", "step": step, "args": dict(args)}))
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("\n".join(kept) + "\n")
+        self.since = time.time()
+
+    def add(self, terms: Mapping[str, float], step: int, epoch: int, lr: float, epoch_end: bool) -> None:
+        """Accumulate one step's terms; write a record every ``every`` steps and at an epoch's end."""
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+        if not (self.enabled and (step % self.every == 0 or epoch_end)):
+            return
+        now = time.time()
+        record = {"step": step, "epoch": epoch, "lr": lr, "seconds_per_step": (now - self.since) / self.count,
+                  **{k: v / self.count for k, v in self.sums.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.sums, self.count, self.since = {}, 0, now
+
+
+@dataclass
+class TrainResult:
+    """Loss terms of the steps this invocation ran (averaged over processes) and their per-epoch means."""
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, loss_fn: LossFn, epoch: int,
+               scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One optimizer step on this process's share of the batch (already on the device).
+
+    With an enabled ``scaler`` the forward runs under float16 autocast. Returns the logged loss terms
+    averaged over the processes (the global batch's values when the loss averages per image).
+    """
+    amp = scaler is not None and scaler.is_enabled()
+    device_type = next(iter(t for t in batch.values() if isinstance(t, torch.Tensor))).device.type
+    with torch.autocast(device_type, dtype=torch.float16, enabled=amp):
+        objective, terms = loss_fn(model, batch, epoch)
+    optimizer.zero_grad(set_to_none=True)
+    if amp:
+        scaler.scale(objective).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        objective.backward()
+        optimizer.step()
+    names = list(terms)
+    logged = tdist.mean_over_processes(torch.stack([terms[k].detach().float() for k in names]))
+    return dict(zip(names, logged.tolist(), strict=True))
+
+
+def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
+                ) -> tuple[DistributedSampler, DataLoader]:
+    """This process's share of every global batch of ``args.batch_size``: one ``DistributedSampler`` (shuffle
+    by ``(args.seed, epoch)``, incomplete last batch dropped) for one or many processes."""
+    rank, world = tdist.get_rank(), tdist.get_world_size()
+    if args.batch_size % world:
+        raise ValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes")
+    if len(dataset) < args.batch_size:
+        raise ValueError(f"the training list has {len(dataset)} images, fewer than --batch_size {args.batch_size}")
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
+                                 drop_last=True)
+    loader = DataLoader(dataset, batch_size=args.batch_size // world, sampler=sampler,
+                        num_workers=args.num_workers, pin_memory=device.type == "cuda", drop_last=True)
+    return sampler, loader
+
+
+def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Namespace, device: torch.device,
+          settings: Sequence[str], *, wrap: Callable[[nn.Module], nn.Module] | None = None,
+          max_steps: int | None = None, amp: bool = False, find_unused_parameters: bool = False) -> TrainResult:
+    """Train ``net`` (already initialised) on ``dataset`` with ``loss_fn``; write the files listed above.
+
+    ``args`` supplies ``batch_size`` (global, divided over the torchrun processes), ``max_epoches``,
+    ``lr``, ``wt_dec``, ``momentum``, ``optimizer``, ``seed``, ``num_workers``, ``save_dir``,
+    ``session_name``, ``resume``, ``log_every``. ``settings`` names the flags that change results; they are
+    stored in the training state and a resume that differs is refused. ``net.get_parameter_groups()``
+    gives the optimizer's four groups. ``wrap(net)`` is the module ``loss_fn`` calls (default ``net``;
+    DDP wraps it). ``max_steps`` (``--max_iters``) ends the run after that many steps instead of after
+    ``max_epoches`` epochs. ``amp``: float16 autocast and a gradient scaler (CUDA only).
+    """
+    rank, world = tdist.get_rank(), tdist.get_world_size()
+    main_process = tdist.is_main_process()
+    if amp and device.type != "cuda":
+        raise ValueError(f"--amp True needs a CUDA device, got --device {device}")
+    sampler, loader = make_loader(dataset, args, device)
+    per_rank, steps_per_epoch = args.batch_size // world, len(dataset) // args.batch_size
+    if max_steps is None:
+        max_epochs, max_step = args.max_epoches, steps_per_epoch * args.max_epoches
+    else:
+        max_epochs, max_step = math.ceil(max_steps / steps_per_epoch), max_steps
+
+    net.to(device)
+    net.train()
+    optimizer = build_optimizer(args.optimizer, net.get_parameter_groups(), lr=args.lr,
+                                weight_decay=args.wt_dec, max_step=max_step, momentum=args.momentum)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    final, state_path, log_path = run_files(args)
+    current = run_settings(args, settings)
+    arguments = plain(vars(args))
+    first_epoch = 0
+    if args.resume:
+        first_epoch = load_training_state(state_path, model=net, optimizer=optimizer, settings=current,
+                                          scaler=scaler)
+        if main_process:
+            print(f"resumed {state_path}: {first_epoch} epochs done, step {optimizer.global_step}")
+    model = wrap(net) if wrap is not None else net
+    if world > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=find_unused_parameters)
+    log = TrainingLog(log_path, args.log_every, main_process)
+    log.start(arguments, optimizer.global_step)
+    if main_process:
+        print(arguments)
+        print(f"{len(dataset)} images, {world} process(es) x {per_rank} images/step, {steps_per_epoch} "
+              f"steps/epoch, {max_step} steps, from epoch {first_epoch + 1}", flush=True)
+
+    result = TrainResult()
+    bar = tqdm(total=max_step, initial=optimizer.global_step, unit="step", disable=not main_process,
+               dynamic_ncols=True)
+    run_start = time.time()
+    for epoch in range(first_epoch, max_epochs):
+        torch.manual_seed(args.seed + 1 + epoch * world + rank)
+        sampler.set_epoch(epoch)
+        bar.set_description(f"epoch {epoch + 1}/{max_epochs}")
+        epoch_steps = []
+        for index, batch in enumerate(loader):
+            terms = train_step(model, optimizer, _to_device(batch, device), loss_fn, epoch, scaler)
+            epoch_steps.append(terms)
+            lr = optimizer.param_groups[0]["lr"]
+            last = index + 1 == steps_per_epoch or optimizer.global_step == max_step
+            log.add(terms, optimizer.global_step, epoch + 1, lr, last)
+            images_per_s = (len(result.steps) + len(epoch_steps)) * args.batch_size / (time.time() - run_start)
+            bar.set_postfix({**{k: f"{v:.4f}" for k, v in terms.items()}, "lr": f"{lr:.2e}",
+                             "img/s": f"{images_per_s:.1f}"}, refresh=False)
+            bar.update(1)
+            if optimizer.global_step == max_step:
+                break
+        result.steps += epoch_steps
+        result.epochs.append({k: sum(s[k] for s in epoch_steps) / len(epoch_steps) for k in epoch_steps[0]})
+        if main_process:
+            tqdm.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.epochs[-1].items())
+                       + f", lr {optimizer.param_groups[0]['lr']:.2e}", file=sys.stdout)
+            save_training_state(state_path, model=net, optimizer=optimizer, epoch=epoch + 1, settings=current,
+                                args=arguments, scaler=scaler)
+    bar.close()
+    if main_process:
+        save_checkpoint(net, final)
+        print(f"done: {len(result.steps)} steps (at {optimizer.global_step}/{max_step}) in "
+              f"{time.time() - run_start:.1f} s; saved {final}, log {log.path}")
+    return result
+

@@ -1,0 +1,127 @@
+"""Stage 4: train a segmentation network on a folder of label maps (algorithm.md §4, **OURS**).
+
+The labels may be pseudo labels, seeds, a baseline or ground truth (255 = ignored). Defaults are the
+DeepLab v2 recipe: ResNet-101 from ImageNet, batch 10, 20,000 iterations, lr 2.5e-4 (head ×10), SGD
+momentum 0.9, weight decay 5e-4, poly decay 0.9, random scale 0.5-2.0, crop 321, flip.
+
+    python train_seg.py --voc12_root $VOC --train_list train_aug.txt --label_dir out/box_pred \\
+        --backbone_weights netWeights/resnet101-63fe2227.pth --session_name deeplabv2_box --save_dir netWeights
+    torchrun --nproc_per_node=4 train_seg.py ...same flags...   # --batch_size stays the global batch
+
+The loop, its files (``{session_name}.pth``, ``{session_name}_state.pth`` for ``--resume True``,
+``{session_name}_log.jsonl``) and the resume rules are those of ``tool/trainer.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from network.deeplab import ARCHITECTURES, TORCHVISION_FILES, SegNet, build_seg_net
+from tool import dist as tdist
+from tool.checkpoint import load_checkpoint
+from tool.cli import default_device, str2bool
+from tool.segmentation import segmentation_loss
+from tool.trainer import add_training_args, train
+from voc12 import NUM_CLASSES
+from voc12.data import SegTrainDataset
+from voc12.lists import read_list
+
+# flags whose change alters the result: a resume must repeat them (tool/trainer.py)
+SETTINGS = ("arch", "backbone_width", "backbone_weights", "train_list", "label_dir", "crop_size", "scale_range",
+            "batch_size", "max_iters", "lr", "wt_dec", "momentum", "optimizer", "seed", "num_workers", "amp")
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+
+def default_backbone_weights(arch: str) -> str:
+    """Where ``--backbone_weights`` is looked for by default: ``netWeights/<the file for arch>``."""
+    if arch == "deeplabv2_resnet38":
+        return "netWeights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
+    return f"netWeights/{TORCHVISION_FILES[arch.rsplit('_', 1)[1]]}"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Stage 4: train a segmentation network on label maps.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--voc12_root", default="VOC2012", type=str, help="dataset root (JPEGImages/)")
+    p.add_argument("--train_list", default="train_aug.txt", type=str,
+                   help="id list: a path, or a name under VOC12_ROOT/ImageSets/Segmentation")
+    p.add_argument("--label_dir", required=True, type=str,
+                   help="folder of <id>.png label maps (0..20, 255 = ignore): pseudo labels, seeds, ...")
+    p.add_argument("--arch", default="deeplabv2_resnet101", choices=ARCHITECTURES, help="network")
+    p.add_argument("--backbone_weights", default=None, type=str,
+                   help="local ImageNet file of the backbone (torchvision ResNet .pth; for deeplabv2_resnet38 "
+                        "a SEAM classifier .pth or the MXNet .params), or 'none' for random init; default "
+                        "netWeights/<resnet101-63fe2227.pth | resnet50-0676ba61.pth | "
+                        "ilsvrc-cls_rna-a1_cls1000_ep-0001.params>. Nothing is downloaded")
+    p.add_argument("--backbone_width", default=1.0, type=float,
+                   help="ResNet-38 channel multiplier (deeplabv2_resnet38 only; 1 = published)")
+    p.add_argument("--max_iters", default=20000, type=int, help="training steps")
+    p.add_argument("--batch_size", default=10, type=int, help="global batch over all processes")
+    p.add_argument("--crop_size", default=321, type=int, help="square training crop (pixels)")
+    p.add_argument("--scale_range", default=(0.5, 2.0), type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="random scale factor range")
+    p.add_argument("--lr", default=2.5e-4, type=float,
+                   help="base lr of the backbone (head x10, biases x2), poly decay power 0.9")
+    p.add_argument("--wt_dec", default=5e-4, type=float, help="weight decay (weights only)")
+    p.add_argument("--momentum", default=0.9, type=float, help="SGD momentum")
+    p.add_argument("--amp", default=False, type=str2bool, help="float16 mixed precision (CUDA only)")
+    p.add_argument("--num_workers", default=4, type=int, help="DataLoader workers per process")
+    p.add_argument("--session_name", default="deeplabv2", type=str)
+    p.add_argument("--save_dir", default="netWeights", type=str,
+                   help="folder of {session_name}.pth, {session_name}_state.pth and {session_name}_log.jsonl")
+    p.add_argument("--device", default=default_device(), type=str)
+    p.add_argument("--seed", default=0, type=int)
+    add_training_args(p)
+    return p
+
+
+def load_backbone(net: SegNet, path: str | os.PathLike) -> None:
+    """Fill every backbone tensor of ``net`` from ``path`` (counts printed; ``ValueError`` otherwise).
+
+    A torchvision file may only add its ``fc`` (and BatchNorm counters); a ResNet-38 file may hold heads.
+    """
+    if not Path(path).is_file():
+        hint = "" if net.classifier_keys else f" (torchvision's ImageNet file: {TORCHVISION_URL}{Path(path).name})"
+        raise FileNotFoundError(f"--backbone_weights not found: {path}{hint}; or pass --backbone_weights none")
+    report = load_checkpoint(net.backbone, path, strict=False)
+    unfilled = report.missing + report.reshaped
+    if not net.classifier_keys:
+        unfilled += [k for k in report.unexpected if not (k.startswith("fc.") or k.endswith("num_batches_tracked"))]
+    if unfilled:
+        raise ValueError(f"--backbone_weights {path}: not a {net.backbone_name} file for this network: "
+                         f"{len(unfilled)} tensors missing, extra or of another shape (wrong file or "
+                         f"--backbone_width?), e.g. {unfilled[:4]}")
+
+
+def seg_objective(model: nn.Module, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Cross entropy of one batch, 255 ignored."""
+    loss = segmentation_loss(model(batch["image"]), batch["label"])
+    return loss, {"loss": loss}
+
+
+def main(args: argparse.Namespace) -> list[dict[str, float]]:
+    """Train; returns the loss of every step this run took (averaged over processes)."""
+    device = tdist.init_distributed(args.device)
+    if args.backbone_weights is None:
+        args.backbone_weights = default_backbone_weights(args.arch)
+    ids = read_list(args.train_list, args.voc12_root)
+    dataset = SegTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size,
+                              scale_range=tuple(args.scale_range))
+    torch.manual_seed(args.seed)
+    net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
+    if not args.resume and args.backbone_weights.lower() != "none":
+        load_backbone(net, args.backbone_weights)
+    if tdist.get_world_size() > 1 and device.type == "cuda":
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # trainable BatchNorm (deeplabv3) over all GPUs
+    result = train(net, seg_objective, dataset, args, device, SETTINGS, max_steps=args.max_iters, amp=args.amp)
+    tdist.cleanup_distributed()
+    return result.steps
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
