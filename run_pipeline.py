@@ -28,11 +28,13 @@ from functools import cached_property
 from pathlib import Path
 
 from tool.cli import default_device
-from tool.label_io import atomic_path
+from tool.label_io import atomic_path, read_label_png
+from tool.metrics import confusion_matrix, grid_label, scores_from_confusion
+from voc12.data import JITTER
 from voc12.lists import read_list, write_id_list
 
 REPO = Path(__file__).resolve().parent
-STAGES = ("data", "cam_train", "cam_infer", "seeds", "baselines", "aff_train", "a2gnn", "evaluate", "seg",
+STAGES = ("data", "cam_train", "cam_eval", "cam_infer", "seeds", "baselines", "aff_train", "a2gnn", "evaluate", "seg",
           "sheet")
 SUPERVISIONS = ("image", "point", "scribble", "box")
 PER_IMAGE_SCRIPTS = {"infer_SEAM", "make_seed_labels", "make_baseline_labels", "train_infer_A2GNN_box",
@@ -44,8 +46,9 @@ AFF_RADIUS = {"image": 3, "point": 3, "scribble": 4, "box": 4}  # algorithm.md ย
 class Plan:
     """Sizes and schedules of one run (the paper's schedules shortened for CPU; see the README)."""
 
+    num_train_aug: int  # generated data: train_aug (classifier and affinity nets) holds train (pseudo labels)
     num_train: int
-    num_val: int
+    num_val: int  # held out: the classifier's mAP and the segmentation nets' scores
     min_size: int
     max_size: int
     width: float  # backbone width of the classifier and the affinity nets
@@ -54,7 +57,10 @@ class Plan:
     cam_crop: int
     cam_resize_long: tuple[int, int]
     cam_lr: float
+    cam_optimizer: str
+    cam_cls_only_epochs: int  # classification loss alone first (from scratch), then every SEAM loss
     cam_scales: tuple[float, ...]
+    jitter: tuple[float, float, float, float]  # colour jitter of stages 1 and 2 (brightness .. hue)
     aff_epochs: int
     aff_batch: int
     aff_crop: int
@@ -64,21 +70,24 @@ class Plan:
     hidden: int
 
 
+# The generated classes are told apart by the hue of one part (voc12/synthetic.py): no hue jitter there.
+SYNTHETIC_JITTER = (0.3, 0.3, 0.3, 0.0)
 PLANS = {
-    "default": Plan(num_train=100, num_val=50, min_size=128, max_size=256, width=0.125,
-                    cam_epochs=10, cam_batch=8, cam_crop=128, cam_resize_long=(128, 192), cam_lr=0.01,
-                    cam_scales=(0.5, 1.0, 1.5),
-                    aff_epochs=8, aff_batch=8, aff_crop=128, aff_lr=0.01,
+    "default": Plan(num_train_aug=1500, num_train=60, num_val=200, min_size=112, max_size=176, width=0.125,
+                    cam_epochs=13, cam_batch=16, cam_crop=128, cam_resize_long=(112, 176), cam_lr=3e-3,
+                    cam_optimizer="adamw", cam_cls_only_epochs=7, cam_scales=(0.5, 1.0, 1.5),
+                    jitter=SYNTHETIC_JITTER, aff_epochs=1, aff_batch=8, aff_crop=128, aff_lr=0.01,
                     box_epochs=150, others_epochs=50, hidden=256),
-    "quick": Plan(num_train=16, num_val=4, min_size=96, max_size=128, width=0.125,
-                  cam_epochs=2, cam_batch=4, cam_crop=96, cam_resize_long=(96, 144), cam_lr=0.01,
-                  cam_scales=(1.0,),
-                  aff_epochs=1, aff_batch=4, aff_crop=96, aff_lr=0.01,
+    "quick": Plan(num_train_aug=24, num_train=12, num_val=8, min_size=96, max_size=128, width=0.125,
+                  cam_epochs=2, cam_batch=4, cam_crop=96, cam_resize_long=(96, 144), cam_lr=3e-3,
+                  cam_optimizer="adamw", cam_cls_only_epochs=1, cam_scales=(1.0,),
+                  jitter=SYNTHETIC_JITTER, aff_epochs=1, aff_batch=4, aff_crop=96, aff_lr=0.01,
                   box_epochs=20, others_epochs=10, hidden=64),
     # real VOC2012 (--voc12_root without --quick): the published schedules, algorithm.md ยง1.1, 1.2, 2.2, 3.5
-    "voc": Plan(num_train=0, num_val=0, min_size=0, max_size=0, width=1.0,
+    "voc": Plan(num_train_aug=0, num_train=0, num_val=0, min_size=0, max_size=0, width=1.0,
                 cam_epochs=8, cam_batch=8, cam_crop=448, cam_resize_long=(448, 768), cam_lr=0.01,
-                cam_scales=(0.5, 1.0, 1.5, 2.0),
+                cam_optimizer="sgd", cam_cls_only_epochs=0, cam_scales=(0.5, 1.0, 1.5, 2.0),
+                jitter=JITTER,
                 aff_epochs=12, aff_batch=4, aff_crop=448, aff_lr=0.01,
                 box_epochs=150, others_epochs=50, hidden=256),
 }
@@ -214,7 +223,8 @@ class Pipeline:
             print(f"dataset exists: {self.root}")
             return
         p = self.plan
-        self.run("make_synthetic_voc", ["--out", self.root, "--num_train", p.num_train, "--num_val", p.num_val,
+        self.run("make_synthetic_voc", ["--out", self.root, "--num_train_aug", p.num_train_aug,
+                                        "--num_train", p.num_train, "--num_val", p.num_val,
                                         "--seed", self.args.seed, "--min_size", p.min_size,
                                         "--max_size", p.max_size])
 
@@ -235,8 +245,37 @@ class Pipeline:
                                 "--weights", weights, "--backbone_width", p.width,
                                 "--max_epoches", p.cam_epochs, "--batch_size", p.cam_batch,
                                 "--crop_size", p.cam_crop, "--resize_long", *p.cam_resize_long,
-                                "--lr", p.cam_lr, "--momentum", momentum, "--num_workers", self.args.num_workers,
-                                "--session_name", "resnet38_SEAM", "--save_dir", self.weights, *self.common()])
+                                "--lr", p.cam_lr, "--momentum", momentum, "--optimizer", p.cam_optimizer,
+                                "--cls_only_epochs", p.cam_cls_only_epochs, "--color_jitter", *p.jitter,
+                                "--num_workers", self.args.num_workers, "--session_name", "resnet38_SEAM",
+                                "--save_dir", self.weights, *self.common()])
+
+    def cam_eval(self) -> None:
+        """The classifier's multi-label AP on the held-out val list (``eval_classifier.py``)."""
+        if not (self.root / "ImageSets" / "Segmentation" / self.val_list).is_file():
+            print(f"no {self.val_list} under {self.root}: classifier not scored")
+            return
+        self.run("eval_classifier", ["--voc12_root", self.root, "--weights", self.weights / "resnet38_SEAM.pth",
+                                     "--backbone_width", self.plan.width, "--list", self.val_list,
+                                     "--out", self.work / "classifier_val.json", "--device", self.args.device])
+
+    def dataset_scores(self) -> dict:
+        """What the data allows before stages 2-3: the classifier's val mAP (against the label-frequency
+        prior) and the mIoU of the ground truth seen through the stride-8 feature grid, on the infer list."""
+        result = {}
+        classifier = self.work / "classifier_val.json"
+        if classifier.is_file():
+            scores = json.loads(classifier.read_text())
+            result.update(classifier_map=scores["map"], classifier_prior_map=scores["prior_map"],
+                          classifier_images=scores["images"])
+        gt = self.root / "SegmentationClass"
+        ids = read_list(self.infer_list, self.root)
+        conf = 0
+        for image_id in ids:
+            label = read_label_png(gt / f"{image_id}.png")
+            conf = conf + confusion_matrix(grid_label(label), label)
+        result["grid_upper_bound"] = scores_from_confusion(conf)["miou"]
+        return result
 
     def cam_infer(self) -> None:
         p = self.plan
@@ -279,7 +318,7 @@ class Pipeline:
                                          "--backbone_width", p.width, "--radius", AFF_RADIUS[sup],
                                          "--max_epoches", p.aff_epochs, "--batch_size", p.aff_batch,
                                          "--crop_size", p.aff_crop, "--lr", p.aff_lr,
-                                         "--num_workers", self.args.num_workers,
+                                         "--color_jitter", *p.jitter, "--num_workers", self.args.num_workers,
                                          "--session_name", f"aff_{sup}", "--save_dir", self.weights,
                                          *self.common()])
 
@@ -393,6 +432,13 @@ class Pipeline:
 
 
 def print_table(summary: dict) -> None:
+    data = summary.get("dataset", {})
+    if "classifier_map" in data:
+        print(f"\nclassifier: val mAP {100 * data['classifier_map']:.1f} over {data['classifier_images']} held-out "
+              f"images (label-frequency prior {100 * data['classifier_prior_map']:.1f})")
+    if "grid_upper_bound" in data:
+        print(f"stride-8 grid upper bound (ground truth averaged on the feature grid): "
+              f"{100 * data['grid_upper_bound']:.1f} mIoU")
     rows = summary["supervision"]
     baseline_names = sorted({name for r in rows.values() for name in r.get("baselines", {})})
     header = f"{'supervision':<12}{'seeds (prec/cov)':>20}{'seed mIoU':>11}" + "".join(
@@ -460,7 +506,7 @@ def main(args: argparse.Namespace) -> dict:
     pipe.work.mkdir(parents=True, exist_ok=True)
     print(f"pipeline: {plan_name(args)} plan {asdict(pipe.plan)}")
     print(f"data: {pipe.root}; supervisions: {', '.join(pipe.sups)}; work dir: {pipe.work}")
-    steps = [("data", None), ("cam_train", None), ("cam_infer", None)]
+    steps = [("data", None), ("cam_train", None), ("cam_eval", None), ("cam_infer", None)]
     steps += [(stage, sup) for stage in ("seeds", "baselines", "aff_train", "a2gnn") for sup in pipe.sups]
     start = time.time()
     for stage, sup in steps:
@@ -481,6 +527,7 @@ def main(args: argparse.Namespace) -> dict:
                 entry["seg"] = summary["supervision"][sup]["seg"]
             entry["seconds"] = pipe.seconds[sup] or summary["supervision"].get(sup, {}).get("seconds", {})
             summary["supervision"][sup] = entry
+        summary["dataset"] = pipe.dataset_scores()
         summary["plan"] = plan_name(args)
         summary["voc12_root"] = str(pipe.root)
         with atomic_path(summary_path) as tmp:

@@ -20,15 +20,15 @@ from tool.cli import default_device
 from tool.dist import cleanup_distributed, get_rank, init_distributed, is_main_process
 from tool.seam_losses import TwoViews, seam_step_losses
 from tool.trainer import add_training_args, run_files, train
-from voc12.data import ClsTrainDataset
+from voc12.data import JITTER, ClsTrainDataset
 from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
 from voc12.preflight import preflight_training
 
 LOSS_NAMES = ("loss", "cls", "rvmin", "er", "ecr")
 # flags whose change alters the result: a resume must repeat them (tool/trainer.py)
-SETTINGS = ("network", "backbone_width", "weights", "train_list", "cls_labels", "crop_size", "resize_long",
-            "batch_size", "max_epoches", "cls_only_epochs", "lr", "wt_dec", "momentum", "optimizer", "seed",
+SETTINGS = ("network", "backbone_width", "weights", "train_list", "cls_labels", "crop_size", "color_jitter",
+            "resize_long", "batch_size", "max_epoches", "cls_only_epochs", "lr", "wt_dec", "momentum", "optimizer", "seed",
             "num_workers")
 
 
@@ -50,6 +50,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="id list: a path, or a name in <voc12_root>/ImageSets/Segmentation")
     parser.add_argument("--session_name", default="resnet38_SEAM", type=str)
     parser.add_argument("--crop_size", default=448, type=int)
+    parser.add_argument("--color_jitter", default=list(JITTER), type=float, nargs=4,
+                        metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
+                        help="colour jitter strengths (hue as a fraction of the colour circle); 0 0 0 0 = off")
     parser.add_argument("--resize_long", default=(448, 768), type=int, nargs=2, metavar=("MIN", "MAX"),
                         help="random long side before cropping")
     parser.add_argument("--weights", default="netWeights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params", type=str,
@@ -86,7 +89,7 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
                              verbose=is_main_process())
     labels = image_labels(args.voc12_root, ids, args.cls_labels)
     dataset = ClsTrainDataset(ids, args.voc12_root, labels, crop_size=args.crop_size,
-                              resize_long=tuple(args.resize_long))
+                              resize_long=tuple(args.resize_long), jitter=tuple(args.color_jitter))
     from_scratch = args.weights.lower() == "none"
     net = importlib.import_module(args.network).Net(width=args.backbone_width, from_scratch=from_scratch)
     if not (from_scratch or args.resume):

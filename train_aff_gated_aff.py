@@ -27,13 +27,13 @@ from tool.aff_losses import affinity_loss
 from tool.checkpoint import load_checkpoint, read_state_dict
 from tool.cli import default_device
 from tool.trainer import TrainResult, add_training_args, run_files, train
-from voc12.data import AffTrainDataset
+from voc12.data import JITTER, AffTrainDataset
 from voc12.lists import read_list
 from voc12.preflight import preflight_training
 
 LOG_TERMS = ("loss", "bg", "fg", "neg", "crf")
 # flags whose change alters the result: a resume must repeat them (tool/trainer.py)
-SETTINGS = ("network", "backbone_width", "weights", "train_list", "label_dir", "radius", "crop_size",
+SETTINGS = ("network", "backbone_width", "weights", "train_list", "label_dir", "radius", "crop_size", "color_jitter",
             "batch_size", "max_epoches", "lr", "wt_dec", "momentum", "optimizer", "seed", "num_workers")
 
 
@@ -56,6 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="id list path, or a name under VOC12_ROOT/ImageSets/Segmentation")
     p.add_argument("--session_name", default="res_aff_box", type=str)
     p.add_argument("--crop_size", default=448, type=int)
+    p.add_argument("--color_jitter", default=list(JITTER), type=float, nargs=4,
+                   metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
+                   help="colour jitter strengths (hue as a fraction of the colour circle); 0 0 0 0 = off")
     p.add_argument("--weights", default="netWeights/resnet38_aff_SEAM.pth", type=str,
                    help="init: a full affinity checkpoint (strict), a SEAM/backbone .pth or MXNet .params "
                         "(subset: counts printed), or 'none' for random init")
@@ -107,7 +110,8 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
     ids = read_list(args.train_list, args.voc12_root)
     ids = preflight_training(ids, args.voc12_root, run_files(args),
                              args.skip_bad, label_dir=args.label_dir, verbose=tdist.is_main_process())
-    dataset = AffTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size)
+    dataset = AffTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size,
+                              jitter=tuple(args.color_jitter))
     torch.manual_seed(args.seed)
     model = build_model(args.network, args.backbone_width)
     if not args.resume:  # every process loads, so a bad file stops all of them (DDP copies rank 0's weights)
