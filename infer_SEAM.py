@@ -45,8 +45,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--high_alpha", default=24, type=float, help="background power of the high CRF")
     parser.add_argument("--out_cam", default=None, type=str, help="folder of CAM .npz files")
     parser.add_argument("--out_cam_pred", default=None, type=str, help="folder of CAM argmax PNGs")
-    parser.add_argument("--out_cam_pred_alpha", default=4, type=float,
-                        help="background score (1 - max cam)^alpha of --out_cam_pred (4 ≈ threshold 0.28)")
+    parser.add_argument("--out_cam_pred_alpha", default=0.26, type=float,
+                        help="constant background score of --out_cam_pred (published meaning and default: "
+                             "a pixel is background unless a CAM exceeds it)")
+    parser.add_argument("--out_cam_pred_bg_power", default=None, type=float,
+                        help="OURS: instead of the constant, background score (1 - max cam)^POWER for "
+                             "--out_cam_pred (4 ≈ a threshold of 0.28 at one class); default: the constant")
     parser.add_argument("--out_crf", default=None, type=str,
                         help="prefix: CRF marginals into <prefix>_<low_alpha> and <prefix>_<high_alpha>")
     parser.add_argument("--out_la_crf", default=None, type=str, help="folder of low-alpha CRF marginals")
@@ -115,7 +119,9 @@ def main(args: argparse.Namespace) -> RunSummary:
         if "cam" in path:
             save_cams(path["cam"], classes, cams)
         if "cam_pred" in path:
-            save_label_png(path["cam_pred"], cam_label(classes, cams, args.out_cam_pred_alpha))
+            save_label_png(path["cam_pred"], cam_label(
+                classes, cams, bg_score=args.out_cam_pred_alpha if args.out_cam_pred_bg_power is None else None,
+                bg_power=args.out_cam_pred_bg_power))
         if not need_crf:
             return
         present = np.concatenate([[0], classes])

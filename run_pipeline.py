@@ -222,7 +222,8 @@ class Pipeline:
         self.run("infer_SEAM", ["--voc12_root", self.root, "--infer_list", self.seed_list,
                                 "--weights", self.weights / "resnet38_SEAM.pth", "--backbone_width", p.width,
                                 "--scales", *p.cam_scales, "--out_cam", self.cam_dir,
-                                "--out_cam_pred", self.cam_pred, "--crf", self.cam_seeds,
+                                "--out_cam_pred", self.cam_pred, "--out_cam_pred_bg_power", 4,
+                                "--crf", self.cam_seeds,
                                 "--ori_crf", self.cam_full, "--num_workers", self.args.num_workers,
                                 "--overwrite", self.redo("cam_infer"), *self.common()])
 

@@ -109,9 +109,18 @@ def background_score(cams: np.ndarray, alpha: float) -> np.ndarray:
     return np.power(1.0 - cams.max(axis=0), alpha).astype(np.float32)
 
 
-def cam_label(classes: np.ndarray, cams: np.ndarray, alpha: float) -> np.ndarray:
-    """``(H, W)`` uint8 argmax of ``[(1 − max cam)^alpha, cams]`` mapped to class ids (0 = background)."""
-    scores = np.concatenate([background_score(cams, alpha)[None], cams])
+def cam_label(classes: np.ndarray, cams: np.ndarray, bg_score: float | None = None,
+              bg_power: float | None = None) -> np.ndarray:
+    """``(H, W)`` uint8 argmax of ``[background, cams]`` mapped to class ids (0 = background).
+
+    The background score is the constant ``bg_score`` (the published ``--out_cam_pred_alpha``, e.g. 0.26:
+    a pixel is background unless some CAM exceeds it) or, given ``bg_power``, ``(1 − max cam)^bg_power``.
+    """
+    if (bg_score is None) == (bg_power is None):
+        raise ValueError("give exactly one of bg_score (a constant) and bg_power (an exponent)")
+    background = (np.full(cams.shape[1:], bg_score, dtype=np.float32) if bg_power is None
+                  else background_score(cams, bg_power))
+    scores = np.concatenate([background[None], cams])
     ids = np.concatenate([[0], np.asarray(classes, dtype=np.int64)])
     return ids[scores.argmax(axis=0)].astype(np.uint8)
 
