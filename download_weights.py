@@ -9,7 +9,7 @@ file (ademxapp, AARNet CloudStor) and the seed-label archive (Google Drive, only
 ``--files seed_labels``). The affinity nets are published on BaiduYun only; this script says where to put
 them and verifies them once they are there. Verification loads each checkpoint into its network with
 ``tool.checkpoint.load_checkpoint`` (strict for ``.pth``; the ``.params`` backbone must fill every
-backbone key) and reports matched / missing / unexpected keys. ``--width`` builds the networks at a
+backbone key) and reports matched / missing / unexpected keys. ``--backbone_width`` builds the networks at a
 width multiplier (for small test checkpoints); the published files need the default 1.
 """
 
@@ -167,9 +167,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", type=str2bool, default=False,
                         help="download again even if the file exists")
     parser.add_argument("--verify", type=str2bool, default=True, help="load each file into its network")
-    parser.add_argument("--width", type=float, default=1.0,
+    parser.add_argument("--backbone_width", "--width", type=float, default=1.0,
                         help="width multiplier of the networks used for verification; the published "
-                             "files need 1 (their md5 is only checked at 1)")
+                             "files need 1 (their checksums are only checked at 1)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds before a stalled connection fails")
     return parser
@@ -196,7 +196,7 @@ def main(args: argparse.Namespace) -> int:
                       f"{target}")
                 continue
             if args.verify:
-                print(f"{item.key}: verified: {verify(item, target, args.width)}")
+                print(f"{item.key}: verified: {verify(item, target, args.backbone_width)}")
             ok.append(item.key)
         except (OSError, ValueError, RuntimeError) as err:
             failed.append(item.key)

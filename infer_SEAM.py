@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 
 from tool.cam import cam_label, confident_seeds, crf_with_alpha, multiscale_cam, save_cams
 from tool.checkpoint import load_checkpoint
-from tool.cli import default_device, str2bool
+from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
 from tool.dist import parse_shard, shard_ids
 from tool.label_io import save_label_png, save_npz
 from tool.runner import RunSummary, run_per_image
@@ -34,10 +34,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="netWeights/resnet38_SEAM.pth", type=str)
     parser.add_argument("--network", default="network.resnet38_SEAM", type=str)
     parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone width of the checkpoint")
-    parser.add_argument("--infer_list", default="train_aug.txt", type=str,
-                        help="id list: a path, or a name in <voc12_root>/ImageSets/Segmentation")
+    add_id_list(parser, "--infer_list", what="images to write CAMs and seeds for")
     parser.add_argument("--num_workers", default=1, type=int, help="image loading processes")
-    parser.add_argument("--voc12_root", default="VOC2012", type=str)
+    add_voc12_root(parser)
     parser.add_argument("--cls_labels", default=None, type=str,
                         help="image labels (.npz of voc12/make_cls_labels.py); default: read the XML files")
     parser.add_argument("--scales", default=list(CAM_SCALES), type=float, nargs="+")
@@ -55,8 +54,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="prefix: CRF marginals into <prefix>_<low_alpha> and <prefix>_<high_alpha>")
     parser.add_argument("--out_la_crf", default=None, type=str, help="folder of low-alpha CRF marginals")
     parser.add_argument("--out_ha_crf", default=None, type=str, help="folder of high-alpha CRF marginals")
-    parser.add_argument("--crf", default="data/SEAM_Image", type=str, help="folder of confident seed PNGs")
-    parser.add_argument("--ori_crf", default="data/SEAM_Image_Full", type=str,
+    parser.add_argument("--crf", default="data/Init_Label/SEAM_Image", type=str,
+                        help="folder of confident seed PNGs (the image-level seeds)")
+    parser.add_argument("--ori_crf", default="data/Init_Label/SEAM_Image_Full", type=str,
                         help="folder of full (top 100%%) CRF label PNGs")
     parser.add_argument("--device", default=default_device(), type=str)
     parser.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from tool import dist as tdist
 from tool.aff_losses import affinity_loss
 from tool.checkpoint import load_checkpoint, read_state_dict, save_checkpoint
-from tool.cli import default_device, str2bool
+from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
 from tool.label_io import atomic_path
 from tool.optim import PolyOptimizer
 from voc12.data import AffTrainDataset
@@ -52,23 +52,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--wt_dec", default=5e-4, type=float, help="weight decay (weight groups only)")
     p.add_argument("--momentum", default=5e-4, type=float,
                    help="SGD momentum; the published optimizer passed wt_dec into the momentum slot (5e-4)")
-    p.add_argument("--train_list", default="train_aug.txt", type=str,
-                   help="id list path, or a name under VOC12_ROOT/ImageSets/Segmentation")
-    p.add_argument("--session_name", default="res_aff_box", type=str)
+    add_id_list(p, "--train_list", what="images to train on")
+    p.add_argument("--session_name", default="aff_box", type=str,
+                   help="checkpoint name: writes {save_dir}/{session_name}.pth (aff_box, aff_scribble, "
+                        "aff_image, aff_point are the names stage 3 reads)")
     p.add_argument("--crop_size", default=448, type=int)
     p.add_argument("--weights", default="netWeights/resnet38_aff_SEAM.pth", type=str,
                    help="init: a full affinity checkpoint (strict), a SEAM/backbone .pth or MXNet .params "
                         "(subset: counts printed), or 'none' for random init")
-    p.add_argument("--voc12_root", default="data/VOC2012", type=str)
+    add_voc12_root(p)
     p.add_argument("--label_dir", default="data/Init_Label/SEAM_Box", type=str, help="seed PNG folder")
     p.add_argument("--device", default=default_device(), type=str)
     p.add_argument("--backbone_width", default=1.0, type=float, help="channel multiplier (1 = published net)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--resume", default=False, type=str2bool,
                    help="continue from {save_dir}/{session_name}_state.pth")
-    p.add_argument("--save_dir", default=".", type=str,
-                   help="folder of {session_name}.pth and {session_name}_state.pth "
-                        "(upstream: the current folder)")
+    p.add_argument("--save_dir", default="netWeights/final_model", type=str,
+                   help="folder of {session_name}.pth and {session_name}_state.pth (the folder stage 3 "
+                        "reads the published aff_*.pth from; upstream wrote to the current folder)")
     return p
 
 
