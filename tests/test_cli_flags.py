@@ -23,6 +23,8 @@ EXCEPTIONS = {
     ("run_pipeline", "--voc12_root"): "optional: without it the driver generates the synthetic dataset",
     ("run_pipeline", "--infer_list"): "the driver scores pseudo labels, so it defaults to train (the paper's "
                                       "pseudo-label split), not train_aug",
+    ("convert_cams", "--infer_list"): "optional: by default every .npy file of --in_dir is converted",
+    ("convert_cams", "--voc12_root"): "optional: only needed to look up an --infer_list name",
     ("download_weights", "--list"): "prints the table of published files; this script reads no id list",
     # the single training loop (another branch) gives --resume one meaning in both training scripts
     ("train_aff_gated_aff", "--resume"): "pending: unified with train_SEAM.py by the one training loop",
