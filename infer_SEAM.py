@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from tool.cam import cam_label, confident_seeds, crf_with_alpha, multiscale_cam, save_cams
+from tool.cam import cam_label, multiscale_cam, save_cams, seeds_from_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
 from tool.dist import parse_shard, shard_ids
@@ -125,12 +125,11 @@ def main(args: argparse.Namespace) -> RunSummary:
         if not need_crf:
             return
         present = np.concatenate([[0], classes])
-        crf_la = crf_with_alpha(item["image"], classes, cams, args.low_alpha)
-        crf_ha = crf_with_alpha(item["image"], classes, cams, args.high_alpha)
+        crf_la, crf_ha, seed, full = seeds_from_cams(item["image"], classes, cams, args.low_alpha,
+                                                     args.high_alpha)
         for name, crf in (("la_crf", crf_la), ("ha_crf", crf_ha)):
             if name in path:
                 save_npz(path[name], classes=present, probs=crf[present])
-        seed, full = confident_seeds(classes, cams, crf_la, crf_ha, high_alpha=args.high_alpha)
         if "seed" in path:
             save_label_png(path["seed"], seed)
         if "full" in path:
