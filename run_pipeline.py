@@ -269,7 +269,7 @@ class Pipeline:
                 "--weights", self.weights / f"aff_{sup}.pth", "--backbone_width", p.width,
                 "--radius", AFF_RADIUS[sup], "--seed_label_root", self.seed_dir(sup),
                 "--save_path", self.pseudo_dir(sup), "--hidden", p.hidden,
-                "--num_workers", self.args.num_workers, "--overwrite", self.redo("a2gnn"), *self.common()]
+                "--overwrite", self.redo("a2gnn"), *self.common()]
         if sup == "box":
             self.run("train_infer_A2GNN_box", [*argv, "--BoxXmlpath", self.root / "Annotations",
                                                "--epochs", p.box_epochs])

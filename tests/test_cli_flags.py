@@ -126,3 +126,16 @@ def test_stage_2_writes_where_stage_3_reads():
     box = train_infer_A2GNN_box.get_args_parser().parse_args(["--voc12_root", "V"])
     assert Path(aff.save_dir) / f"{aff.session_name}.pth" == Path(box.weights)
     assert Path(aff.label_dir) == Path(box.seed_label_root)
+
+
+def test_stage_3_says_that_num_workers_is_unused(tmp_path, capsys):
+    import train_infer_A2GNN_box
+
+    (tmp_path / "ids.txt").write_text("2007_000032\n")
+    args = train_infer_A2GNN_box.get_args_parser().parse_args(
+        ["--voc12_root", str(tmp_path), "--num_workers", "8", "--infer_list", str(tmp_path / "ids.txt"),
+         "--weights", str(tmp_path / "missing.pth")])
+    with pytest.raises(FileNotFoundError):
+        train_infer_A2GNN_box.main(args)  # the note comes before the weights are loaded
+    assert "--num_workers 8 is unused" in capsys.readouterr().out
+    assert train_infer_A2GNN_box.get_args_parser().parse_args(["--voc12_root", "V"]).num_workers == 0

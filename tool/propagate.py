@@ -203,8 +203,9 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
     parser.add_argument("--backbone_width", default=1.0, type=float,
                         help="width multiplier of the affinity network (1 for the published weights)")
     add_id_list(parser, "--infer_list", what="images to write pseudo labels for")
-    parser.add_argument("--num_workers", default=8, type=int,
-                        help="accepted for the upstream commands; images are read in the main process")
+    parser.add_argument("--num_workers", default=0, type=int,
+                        help="accepted for the upstream commands (which pass 8) and unused: stage 3 reads each "
+                             "image in the main process; a value > 0 prints a note")
     parser.add_argument("--seed_label_root", default=d["seed_label_root"], type=str,
                         help="folder of seed PNGs <id>.png (255 = unknown)")
     parser.add_argument("--save_path", default=d["save_path"], type=str, help="output folder of label PNGs")
@@ -289,6 +290,9 @@ class A2GNNJob:
 def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
     """``main`` of the stage-3 scripts: the per-image job over the id list. Returns the ``RunSummary``."""
     ids = read_list(args.infer_list, args.voc12_root)
+    if args.num_workers:
+        print(f"note: --num_workers {args.num_workers} is unused: stage 3 reads each image in the main process "
+              "(the per-image training dominates the time)")
     device = init_distributed(args.device)
     try:
         job = A2GNNJob(args, schedule, device)
