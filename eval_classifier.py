@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from tool.checkpoint import load_checkpoint
-from tool.cli import default_device
+from tool.cli import add_id_list, add_voc12_root, default_device
 from tool.label_io import atomic_path
 from tool.metrics import average_precision
 from tool.transforms import normalize, to_chw_tensor
@@ -35,9 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="netWeights/resnet38_SEAM.pth", type=str, help="SEAM checkpoint")
     parser.add_argument("--network", default="network.resnet38_SEAM", type=str)
     parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone width of the checkpoint")
-    parser.add_argument("--voc12_root", default="VOC2012", type=str)
-    parser.add_argument("--list", default="val.txt", type=str,
-                        help="id list: a path, or a name in <voc12_root>/ImageSets/Segmentation")
+    add_voc12_root(parser)
+    add_id_list(parser, "--list", what="held-out images to score (e.g. val.txt)", required=True)
     parser.add_argument("--cls_labels", default=None, type=str,
                         help="image labels (.npz of voc12/make_cls_labels.py); default: read the XML files")
     parser.add_argument("--out", default=None, type=str, help="also write the scores as JSON here")

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tool.cli import VOC12_ROOT_HELP, add_id_list
 from tool.label_io import atomic_path, read_label_png
-from tool.metrics import confusion_matrix, scores_from_confusion, seed_scores_from_confusion
+from tool.metrics import PRED_255_MODES, confusion_matrix, scores_from_confusion, seed_scores_from_confusion
 from voc12.lists import read_list
 from vocabulary import CLASS_NAMES, NUM_CLASSES
 
@@ -99,12 +100,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pred_dir", required=True, help="folder of <id>.png label maps to score")
     parser.add_argument("--gt_dir", default=None,
                         help="folder of ground-truth <id>.png (default: <voc12_root>/SegmentationClass)")
-    parser.add_argument("--voc12_root", default=None,
-                        help="dataset root, to resolve list names (default: the parent of --gt_dir)")
-    parser.add_argument("--list", required=True, help="id list file, or a name under ImageSets/Segmentation")
+    parser.add_argument("--voc12_root", default=None, type=str,
+                        help=f"{VOC12_ROOT_HELP}; required unless --gt_dir is given")
+    add_id_list(parser, "--list", what="images to score", required=True)
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
-    parser.add_argument("--ignore_pred_255", action="store_true",
-                        help="count predictions of 255 as wrong (default: as background)")
+    parser.add_argument("--pred_255", default="background", choices=PRED_255_MODES,
+                        help="how a predicted 255 (unlabelled) pixel counts: as background, or as wrong")
+    parser.add_argument("--ignore_pred_255", dest="pred_255", action="store_const", const="wrong",
+                        help="old name of --pred_255 wrong (predictions of 255 count as wrong)")
     parser.add_argument("--seeds", action="store_true",
                         help="score seed maps (255 = no seed): precision and coverage, per class too")
     return parser
@@ -117,7 +120,7 @@ def main(args: argparse.Namespace) -> dict:
     root = Path(args.voc12_root) if args.voc12_root else gt_dir.parent
     ids = read_list(args.list, root)
     result = evaluate(args.pred_dir, gt_dir, ids,
-                      pred_255_as="wrong" if args.ignore_pred_255 else "background", seeds=args.seeds)
+                      pred_255_as=args.pred_255, seeds=args.seeds)
     print(format_table(result))
     if args.json:
         with atomic_path(args.json) as tmp:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from tool.cam import cam_label, confident_seeds, crf_with_alpha, multiscale_cam, save_cams
+from tool.cam import cam_label, multiscale_cam, save_cams, seeds_from_cams
 from tool.checkpoint import load_checkpoint
-from tool.cli import default_device, str2bool
+from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
 from tool.dist import parse_shard, shard_ids
 from tool.label_io import save_label_png, save_npz
 from tool.runner import RunSummary, run_per_image
@@ -35,10 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="netWeights/resnet38_SEAM.pth", type=str)
     parser.add_argument("--network", default="network.resnet38_SEAM", type=str)
     parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone width of the checkpoint")
-    parser.add_argument("--infer_list", default="train_aug.txt", type=str,
-                        help="id list: a path, or a name in <voc12_root>/ImageSets/Segmentation")
+    add_id_list(parser, "--infer_list", what="images to write CAMs and seeds for")
     parser.add_argument("--num_workers", default=1, type=int, help="image loading processes")
-    parser.add_argument("--voc12_root", default="VOC2012", type=str)
+    add_voc12_root(parser)
     parser.add_argument("--cls_labels", default=None, type=str,
                         help="image labels (.npz of voc12/make_cls_labels.py); default: read the XML files")
     parser.add_argument("--scales", default=list(CAM_SCALES), type=float, nargs="+")
@@ -46,14 +45,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--high_alpha", default=24, type=float, help="background power of the high CRF")
     parser.add_argument("--out_cam", default=None, type=str, help="folder of CAM .npz files")
     parser.add_argument("--out_cam_pred", default=None, type=str, help="folder of CAM argmax PNGs")
-    parser.add_argument("--out_cam_pred_alpha", default=4, type=float,
-                        help="background score (1 - max cam)^alpha of --out_cam_pred (4 ≈ threshold 0.28)")
+    parser.add_argument("--out_cam_pred_alpha", default=0.26, type=float,
+                        help="constant background score of --out_cam_pred (published meaning and default: "
+                             "a pixel is background unless a CAM exceeds it)")
+    parser.add_argument("--out_cam_pred_bg_power", default=None, type=float,
+                        help="OURS: instead of the constant, background score (1 - max cam)^POWER for "
+                             "--out_cam_pred (4 ≈ a threshold of 0.28 at one class); default: the constant")
     parser.add_argument("--out_crf", default=None, type=str,
                         help="prefix: CRF marginals into <prefix>_<low_alpha> and <prefix>_<high_alpha>")
     parser.add_argument("--out_la_crf", default=None, type=str, help="folder of low-alpha CRF marginals")
     parser.add_argument("--out_ha_crf", default=None, type=str, help="folder of high-alpha CRF marginals")
-    parser.add_argument("--crf", default="data/SEAM_Image", type=str, help="folder of confident seed PNGs")
-    parser.add_argument("--ori_crf", default="data/SEAM_Image_Full", type=str,
+    parser.add_argument("--crf", default="data/Init_Label/SEAM_Image", type=str,
+                        help="folder of confident seed PNGs (the image-level seeds)")
+    parser.add_argument("--ori_crf", default="data/Init_Label/SEAM_Image_Full", type=str,
                         help="folder of full (top 100%%) CRF label PNGs")
     parser.add_argument("--device", default=default_device(), type=str)
     parser.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
@@ -119,16 +123,17 @@ def main(args: argparse.Namespace) -> RunSummary:
         if "cam" in path:
             save_cams(path["cam"], classes, cams)
         if "cam_pred" in path:
-            save_label_png(path["cam_pred"], cam_label(classes, cams, args.out_cam_pred_alpha))
+            save_label_png(path["cam_pred"], cam_label(
+                classes, cams, bg_score=args.out_cam_pred_alpha if args.out_cam_pred_bg_power is None else None,
+                bg_power=args.out_cam_pred_bg_power))
         if not need_crf:
             return
         present = np.concatenate([[0], classes])
-        crf_la = crf_with_alpha(item["image"], classes, cams, args.low_alpha)
-        crf_ha = crf_with_alpha(item["image"], classes, cams, args.high_alpha)
+        crf_la, crf_ha, seed, full = seeds_from_cams(item["image"], classes, cams, args.low_alpha,
+                                                     args.high_alpha)
         for name, crf in (("la_crf", crf_la), ("ha_crf", crf_ha)):
             if name in path:
                 save_npz(path[name], classes=present, probs=crf[present])
-        seed, full = confident_seeds(classes, cams, crf_la, crf_ha, high_alpha=args.high_alpha)
         if "seed" in path:
             save_label_png(path["seed"], seed)
         if "full" in path:

@@ -41,7 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, type=str, help="a train_seg.py checkpoint ({session_name}.pth)")
     p.add_argument("--arch", default="deeplabv2_resnet101", choices=ARCHITECTURES, help="network of --weights")
     p.add_argument("--backbone_width", default=1.0, type=float, help="ResNet-38 width (deeplabv2_resnet38)")
-    p.add_argument("--voc12_root", default="VOC2012", type=str, help="dataset root")
+    p.add_argument("--voc12_root", default=None, type=str,
+                   help="dataset root (JPEGImages/, SegmentationClass/); not needed with --image_dir")
     p.add_argument("--infer_list", default=None, type=str,
                    help="id list (path or name under ImageSets/Segmentation); default val.txt, or every "
                         "image of --image_dir when that is given")
@@ -50,7 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", default=[1.0], type=float, nargs="+", help="input scales, averaged")
     p.add_argument("--flip", default=False, type=str2bool, help="also average the mirrored images")
     p.add_argument("--save_path", default="data/seg_pred", type=str, help="folder of the label PNGs")
-    p.add_argument("--crf", default=None, type=str, help="folder of dense-CRF refined label PNGs (default: no CRF)")
+    p.add_argument("--save_path_crf", default=None, type=str,
+                   help="folder of dense-CRF refined label PNGs (default: no CRF)")
     p.add_argument("--gt_dir", default=None, type=str,
                    help="ground-truth <id>.png for the scores (default VOC12_ROOT/SegmentationClass if it "
                         "exists); 'none': no scores")
@@ -90,10 +92,12 @@ def score(folders: list[Path], gt_dir: Path, ids: list[str]) -> dict[str, dict]:
 
 
 def main(args: argparse.Namespace) -> RunSummary:
+    if args.voc12_root is None and args.image_dir is None:
+        raise SystemExit("infer_seg.py: pass --voc12_root (with --infer_list) or --image_dir")
     image_dir = Path(args.image_dir) if args.image_dir else Path(args.voc12_root) / "JPEGImages"
     ids = image_ids(args, image_dir)
-    folders = [Path(args.save_path)] + ([Path(args.crf)] if args.crf else [])
-    gt_dir = None if (args.gt_dir or "").lower() == "none" else Path(
+    folders = [Path(args.save_path)] + ([Path(args.save_path_crf)] if args.save_path_crf else [])
+    gt_dir = None if (args.gt_dir or "").lower() == "none" or not (args.gt_dir or args.voc12_root) else Path(
         args.gt_dir or Path(args.voc12_root) / "SegmentationClass")
     if args.gt_dir and gt_dir is not None and not gt_dir.is_dir():
         raise FileNotFoundError(f"--gt_dir not found: {gt_dir}")
@@ -109,7 +113,7 @@ def main(args: argparse.Namespace) -> RunSummary:
         image = read_image(find_image(image_dir, image_id))
         probs = predict_probs(net, image, args.scales, args.flip, device)
         save_label_png(folders[0] / f"{image_id}.png", probs.argmax(0).numpy().astype(np.uint8))
-        if args.crf:
+        if args.save_path_crf:
             refined = dense_crf(image, probs.numpy(), SEG_CRF)
             save_label_png(folders[1] / f"{image_id}.png", refined.argmax(0).astype(np.uint8))
 

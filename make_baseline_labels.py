@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from tool.box_labels import box_fill_label, grabcut_label
-from tool.cli import str2bool
+from tool.cli import add_id_list, add_voc12_root, str2bool
 from tool.label_io import read_image, read_label_png, save_label_png
 from tool.runner import run_per_image
 from voc12.annotations import read_boxes
@@ -50,12 +50,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True, choices=METHODS)
-    parser.add_argument("--voc12_root", required=True, help="dataset root (JPEGImages, Annotations)")
-    parser.add_argument("--list", required=True, help="id list file, or a name under ImageSets/Segmentation")
+    add_voc12_root(parser)
+    add_id_list(parser, "--infer_list", "--list", what="images to write baseline labels for")
     parser.add_argument("--out_dir", required=True, help="folder for the <id>.png label maps")
     parser.add_argument("--seed_dir", default=None, help="seed label folder (--method seeds)")
     parser.add_argument("--seed", type=int, default=0, help="OpenCV random seed for GrabCut")
-    parser.add_argument("--shard", default=None, help="'i/n': process every n-th id starting at i")
+    parser.add_argument("--shard", default=None, type=str, help="'i/n': process every n-th id starting at i")
     parser.add_argument("--overwrite", default=False, type=str2bool, help="redo images whose output exists")
     return parser
 
@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--method seeds needs --seed_dir")
     root, out_dir = Path(args.voc12_root), Path(args.out_dir)
     seed_dir = Path(args.seed_dir) if args.seed_dir else None
-    ids = read_list(args.list, root)
+    ids = read_list(args.infer_list, root)
 
     def process(image_id: str) -> None:
         save_label_png(out_dir / f"{image_id}.png", baseline_label(args.method, root, image_id, seed_dir,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tool.box_labels import grabcut_box_masks
-from tool.cli import str2bool
+from tool.cli import add_id_list, add_voc12_root, str2bool
 from tool.label_io import read_image, read_label_png, save_label_png
 from tool.runner import RunSummary, run_per_image
 from tool.seed_labels import (
@@ -34,18 +34,27 @@ from voc12.annotations import read_box_annotation, read_points, read_scribble
 from voc12.lists import read_list
 
 TYPES = ("image", "box", "scribble", "point")
+DEFAULT_OUT = {"image": "SEAM_Image", "box": "SEAM_Box", "scribble superpixel": "Scribble_SuperPixel",
+               "scribble override": "SEAM_Scribble", "point": "SEAM_Point"}
+
+
+def default_out_dir(args: argparse.Namespace) -> Path:
+    """``data/Init_Label/<published folder name>`` of this ``--type`` (and ``--scribble_mode``)."""
+    key = f"scribble {args.scribble_mode}" if args.type == "scribble" else args.type
+    return Path("data") / "Init_Label" / DEFAULT_OUT[key]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Merge weak annotations with CAM seeds (stage 1).")
     parser.add_argument("--type", required=True, choices=TYPES, help="kind of weak supervision")
-    parser.add_argument("--voc12_root", default="VOC2012", type=str)
-    parser.add_argument("--list", default="train_aug.txt", type=str,
-                        help="id list: a path, or a name in <voc12_root>/ImageSets/Segmentation")
-    parser.add_argument("--cam_seed_dir", default=None, type=str,
+    add_voc12_root(parser)
+    add_id_list(parser, "--infer_list", "--list", what="images to write seeds for")
+    parser.add_argument("--cam_seed_dir", default="data/Init_Label/SEAM_Image", type=str,
                         help="confident CAM seeds (infer_SEAM.py --crf); needed except for --type box "
                              "--box_mode grabcut and --type scribble --scribble_mode superpixel")
-    parser.add_argument("--out_dir", required=True, type=str)
+    parser.add_argument("--out_dir", default=None, type=str,
+                        help="output folder; default data/Init_Label/<name> with the names of the published "
+                             "seeds: " + ", ".join(f"{k} -> {v}" for k, v in DEFAULT_OUT.items()))
     parser.add_argument("--annotation_dir", default=None, help="VOC XML (default <root>/Annotations)")
     parser.add_argument("--scribble_dir", default=None, help="scribble PNGs (default <root>/Scribbles)")
     parser.add_argument("--point_dir", default=None, help="point JSON files (default <root>/Points)")
@@ -75,13 +84,12 @@ def main(args: argparse.Namespace) -> RunSummary:
     annotation_dir = Path(args.annotation_dir or root / "Annotations")
     scribble_dir = Path(args.scribble_dir or root / "Scribbles")
     point_dir = Path(args.point_dir or root / "Points")
-    out_dir = Path(args.out_dir)
+    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(args)
     if needs_cam_seeds(args):
-        if args.cam_seed_dir is None:
-            raise ValueError(f"--type {args.type} needs --cam_seed_dir (the --crf folder of infer_SEAM.py)")
         if not Path(args.cam_seed_dir).is_dir():
-            raise FileNotFoundError(f"--cam_seed_dir not found: {args.cam_seed_dir}")
-    ids = read_list(args.list, args.voc12_root)
+            raise FileNotFoundError(f"--cam_seed_dir not found: {args.cam_seed_dir} (--type {args.type} needs "
+                                    "the confident CAM seeds: the --crf folder of infer_SEAM.py)")
+    ids = read_list(args.infer_list, args.voc12_root)
 
     def cam_seed(image_id: str, hw: tuple[int, int]) -> np.ndarray:
         path = Path(args.cam_seed_dir) / f"{image_id}.png"

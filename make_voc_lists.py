@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from tool.cli import add_voc12_root
 from voc12.lists import make_voc_lists
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--voc12_root", required=True, help="VOC2012 folder (JPEGImages, ImageSets, ...)")
+    add_voc12_root(parser)
     parser.add_argument("--out_dir", required=True, help="folder for train.txt, val.txt, train_aug.txt")
     return parser
 

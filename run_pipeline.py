@@ -282,12 +282,13 @@ class Pipeline:
         self.run("infer_SEAM", ["--voc12_root", self.root, "--infer_list", self.seed_list,
                                 "--weights", self.weights / "resnet38_SEAM.pth", "--backbone_width", p.width,
                                 "--scales", *p.cam_scales, "--out_cam", self.cam_dir,
-                                "--out_cam_pred", self.cam_pred, "--crf", self.cam_seeds,
+                                "--out_cam_pred", self.cam_pred, "--out_cam_pred_bg_power", 4,
+                                "--crf", self.cam_seeds,
                                 "--ori_crf", self.cam_full, "--num_workers", self.args.num_workers,
                                 "--overwrite", self.redo("cam_infer"), *self.common()])
 
     def seeds(self, sup: str) -> None:
-        base = ["--voc12_root", self.root, "--list", self.seed_list, "--cam_seed_dir", self.cam_seeds,
+        base = ["--voc12_root", self.root, "--infer_list", self.seed_list, "--cam_seed_dir", self.cam_seeds,
                 "--overwrite", self.redo("seeds"), "--seed", self.args.seed]
         if sup == "image":
             return  # the CAM seeds themselves
@@ -303,7 +304,7 @@ class Pipeline:
         for method in methods:
             out = self.work / "baselines" / method
             self.run("make_baseline_labels", ["--method", method, "--voc12_root", self.root,
-                                              "--list", self.infer_list, "--out_dir", out,
+                                              "--infer_list", self.infer_list, "--out_dir", out,
                                               "--overwrite", self.redo("baselines"), "--seed", self.args.seed])
 
     def aff_train(self, sup: str) -> None:
@@ -328,7 +329,7 @@ class Pipeline:
                 "--weights", self.weights / f"aff_{sup}.pth", "--backbone_width", p.width,
                 "--radius", AFF_RADIUS[sup], "--seed_label_root", self.seed_dir(sup),
                 "--save_path", self.pseudo_dir(sup), "--hidden", p.hidden,
-                "--num_workers", self.args.num_workers, "--overwrite", self.redo("a2gnn"), *self.common()]
+                "--overwrite", self.redo("a2gnn"), *self.common()]
         if sup == "box":
             self.run("train_infer_A2GNN_box", [*argv, "--BoxXmlpath", self.root / "Annotations",
                                                "--epochs", p.box_epochs])
@@ -487,14 +488,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run")
     parser.add_argument("--redo", nargs="*", default=[], choices=STAGES,
                         help="recompute these stages even where their outputs exist")
-    parser.add_argument("--train_list", default="train_aug.txt", help="list the networks train on")
-    parser.add_argument("--infer_list", default="train.txt", help="list that gets seeds and pseudo labels")
+    parser.add_argument("--train_list", default="train_aug.txt", type=str, help="list the networks train on")
+    parser.add_argument("--infer_list", default="train.txt", type=str,
+                        help="list that gets seeds and pseudo labels (default: train, where the paper scores "
+                             "pseudo labels)")
     parser.add_argument("--cam_weights", default=None,
                         help="init of the classifier (ImageNet .params or a .pth); default: from scratch")
     parser.add_argument("--num_workers", default=0, type=int, help="DataLoader workers")
     parser.add_argument("--jobs", default=None, type=int,
                         help="processes for the per-image stages (default: CPU cores on CPU, 1 on CUDA)")
-    parser.add_argument("--device", default=default_device())
+    parser.add_argument("--device", default=default_device(), type=str)
     parser.add_argument("--seed", default=0, type=int)
     return parser
 

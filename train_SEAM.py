@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tool.checkpoint import load_checkpoint
-from tool.cli import default_device
+from tool.cli import add_id_list, add_voc12_root, default_device
 from tool.dist import cleanup_distributed, get_rank, init_distributed, is_main_process
 from tool.seam_losses import TwoViews, seam_step_losses
 from tool.trainer import add_training_args, run_files, train
@@ -28,8 +28,8 @@ from voc12.preflight import preflight_training
 LOSS_NAMES = ("loss", "cls", "rvmin", "er", "ecr")
 # flags whose change alters the result: a resume must repeat them (tool/trainer.py)
 SETTINGS = ("network", "backbone_width", "weights", "train_list", "cls_labels", "crop_size", "color_jitter",
-            "resize_long", "batch_size", "max_epoches", "cls_only_epochs", "lr", "wt_dec", "momentum", "optimizer", "seed",
-            "num_workers")
+            "resize_long", "batch_size", "max_epoches", "cls_only_epochs", "lr", "wt_dec", "momentum", "optimizer",
+            "seed", "num_workers")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -46,8 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cls_only_epochs", default=0, type=int,
                         help="OURS: train on the classification loss alone for this many first epochs (a "
                              "warm-up for --weights none); 0 = every SEAM loss from the start (published)")
-    parser.add_argument("--train_list", default="train_aug.txt", type=str,
-                        help="id list: a path, or a name in <voc12_root>/ImageSets/Segmentation")
+    add_id_list(parser, "--train_list", what="images to train on")
     parser.add_argument("--session_name", default="resnet38_SEAM", type=str)
     parser.add_argument("--crop_size", default=448, type=int)
     parser.add_argument("--color_jitter", default=list(JITTER), type=float, nargs=4,
@@ -60,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "train from scratch (Net(from_scratch=True): trainable batch-statistics "
                              "BatchNorm, nothing frozen, He init; use a real --momentum such as 0.9)")
     parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone channel multiplier")
-    parser.add_argument("--voc12_root", default="VOC2012", type=str)
+    add_voc12_root(parser)
     parser.add_argument("--cls_labels", default=None, type=str,
                         help="image labels (.npz of voc12/make_cls_labels.py); default: read the XML files")
     parser.add_argument("--save_dir", default="netWeights", type=str,

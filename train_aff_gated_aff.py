@@ -25,7 +25,7 @@ from torch import nn
 from tool import dist as tdist
 from tool.aff_losses import affinity_loss
 from tool.checkpoint import load_checkpoint, read_state_dict
-from tool.cli import default_device
+from tool.cli import add_id_list, add_voc12_root, default_device
 from tool.trainer import TrainResult, add_training_args, run_files, train
 from voc12.data import JITTER, AffTrainDataset
 from voc12.lists import read_list
@@ -52,9 +52,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--wt_dec", default=5e-4, type=float, help="weight decay (weight groups only)")
     p.add_argument("--momentum", default=5e-4, type=float,
                    help="SGD momentum; the published optimizer passed wt_dec into the momentum slot (5e-4)")
-    p.add_argument("--train_list", default="train_aug.txt", type=str,
-                   help="id list path, or a name under VOC12_ROOT/ImageSets/Segmentation")
-    p.add_argument("--session_name", default="res_aff_box", type=str)
+    add_id_list(p, "--train_list", what="images to train on")
+    p.add_argument("--session_name", default="aff_box", type=str,
+                   help="checkpoint name: writes {save_dir}/{session_name}.pth (aff_box, aff_scribble, "
+                        "aff_image, aff_point are the names stage 3 reads)")
     p.add_argument("--crop_size", default=448, type=int)
     p.add_argument("--color_jitter", default=list(JITTER), type=float, nargs=4,
                    metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
@@ -62,14 +63,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="netWeights/resnet38_aff_SEAM.pth", type=str,
                    help="init: a full affinity checkpoint (strict), a SEAM/backbone .pth or MXNet .params "
                         "(subset: counts printed), or 'none' for random init")
-    p.add_argument("--voc12_root", default="data/VOC2012", type=str)
+    add_voc12_root(p)
     p.add_argument("--label_dir", default="data/Init_Label/SEAM_Box", type=str, help="seed PNG folder")
     p.add_argument("--device", default=default_device(), type=str)
     p.add_argument("--backbone_width", default=1.0, type=float, help="channel multiplier (1 = published net)")
     p.add_argument("--seed", default=0, type=int)
-    p.add_argument("--save_dir", default=".", type=str,
+    p.add_argument("--save_dir", default="netWeights/final_model", type=str,
                    help="folder of {session_name}.pth, {session_name}_state.pth and {session_name}_log.jsonl "
-                        "(upstream: the current folder)")
+                        "(the folder stage 3 reads the published aff_*.pth from; upstream wrote to the current "
+                        "folder)")
     add_training_args(p)
     return p
 

@@ -24,7 +24,7 @@ from torch import nn
 from network.deeplab import ARCHITECTURES, TORCHVISION_FILES, SegNet, build_seg_net
 from tool import dist as tdist
 from tool.checkpoint import load_checkpoint
-from tool.cli import default_device, str2bool
+from tool.cli import add_voc12_root, default_device, str2bool
 from tool.segmentation import segmentation_loss
 from tool.trainer import add_training_args, train
 from voc12 import NUM_CLASSES
@@ -47,7 +47,7 @@ def default_backbone_weights(arch: str) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Stage 4: train a segmentation network on label maps.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--voc12_root", default="VOC2012", type=str, help="dataset root (JPEGImages/)")
+    add_voc12_root(p)
     p.add_argument("--train_list", default="train_aug.txt", type=str,
                    help="id list: a path, or a name under VOC12_ROOT/ImageSets/Segmentation")
     p.add_argument("--label_dir", required=True, type=str,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tool.cli import str2bool
+from tool.cli import add_id_list, add_voc12_root, str2bool
 from tool.label_io import atomic_path, read_image, read_label_png
 from voc12.lists import read_list
 from vocabulary import CLASS_NAMES, IGNORE, voc_palette
@@ -93,8 +93,8 @@ def parse_columns(specs: Sequence[str]) -> list[tuple[str, Path]]:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--voc12_root", required=True, help="dataset root (JPEGImages, SegmentationClass)")
-    parser.add_argument("--list", required=True, help="id list file, or a name under ImageSets/Segmentation")
+    add_voc12_root(parser)
+    add_id_list(parser, "--list", what="images to draw from", required=True)
     parser.add_argument("--ids", default=None, help="comma-separated ids to draw (default: the first K)")
     parser.add_argument("--first", type=int, default=8, help="draw the first K ids of the list")
     parser.add_argument("--columns", nargs="*", default=[], help="name=dir label folders, left to right")

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -88,7 +89,16 @@ def test_save_load_roundtrip(tmp_path):
 def test_cam_label_argmax_with_background_power():
     cams = np.array([[[0.9, 0.2]], [[0.1, 0.25]]], np.float32)  # classes 4, 9
     # pixel 0: bg (0.1)^2 = 0.01 < 0.9 -> 4; pixel 1: bg (0.75)^2 = 0.5625 > 0.25 -> 0
-    assert cam_label(np.array([4, 9]), cams, alpha=2).tolist() == [[4, 0]]
+    assert cam_label(np.array([4, 9]), cams, bg_power=2).tolist() == [[4, 0]]
+
+
+def test_cam_label_with_constant_background_score():
+    cams = np.array([[[0.9, 0.2, 0.0]], [[0.1, 0.27, 0.3]]], np.float32)  # classes 4, 9
+    # the published --out_cam_pred_alpha 0.26: background wins where every CAM is below 0.26
+    assert cam_label(np.array([4, 9]), cams, bg_score=0.26).tolist() == [[4, 9, 9]]
+    assert cam_label(np.array([4, 9]), cams, bg_score=0.5).tolist() == [[4, 0, 0]]
+    with pytest.raises(ValueError, match="exactly one"):
+        cam_label(np.array([4, 9]), cams)
 
 
 def reference_seeds(classes, cams, crf_la, crf_ha):

@@ -1,6 +1,7 @@
 """download_weights.py against a loopback HTTP server (no internet): download, place, verify, report."""
 
 import functools
+import hashlib
 import http.server
 import threading
 import urllib.parse
@@ -133,3 +134,82 @@ def test_list_table(capsys):
                  "1jWsV5Yev-PwKgvvtUM3GnY0ogb50-qKa", "1d6nntO4kfgKN45o37GjTYWdu6eLF8RXc", "cvfg"):
         assert name in out
     assert "netWeights/final_model/aff_point.pth" in out
+
+
+def range_server(payload: bytes, log: list, cut_first_at: int | None = None, ranges: bool = True):
+    """A handler serving ``payload``: HTTP ranges when ``ranges``; the first answer breaks off after
+    ``cut_first_at`` bytes (its Content-Length still says the whole file)."""
+
+    class Handler(QuietHandler):
+        def do_GET(self):
+            asked = self.headers.get("Range")
+            log.append(asked)
+            start = int(asked.removeprefix("bytes=").rstrip("-")) if asked and ranges else 0
+            body = payload[start:]
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+            self.end_headers()
+            if cut_first_at is not None and len(log) == 1:
+                self.wfile.write(body[:cut_first_at])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+    return Handler
+
+
+def test_interrupted_download_resumes_from_the_partial_file(tmp_path, serve, capsys):
+    payload = bytes(range(256)) * 12_000  # 3 MB: several chunks
+    log = []
+    url = serve(range_server(payload, log, cut_first_at=1_500_000))
+    target = tmp_path / "w" / "f.pth"
+    with pytest.raises(OSError, match="run again to resume"):
+        download_weights.fetch(f"{url}/f.pth", target, timeout=10)
+    part = download_weights.partial_path(target)
+    assert not target.exists() and 0 < part.stat().st_size < len(payload)
+    kept = part.stat().st_size
+    size = download_weights.fetch(f"{url}/f.pth", target, timeout=10)
+    assert size == len(payload) and target.read_bytes() == payload and not part.exists()
+    assert log == [None, f"bytes={kept}-"]
+    assert "f.pth" in capsys.readouterr().err  # the progress bar
+
+
+def test_server_without_ranges_restarts_the_download(tmp_path, serve):
+    payload = b"0123456789" * 1000
+    log = []
+    url = serve(range_server(payload, log, ranges=False))
+    target = tmp_path / "f.pth"
+    download_weights.partial_path(target).write_bytes(b"stale bytes")
+    assert download_weights.fetch(f"{url}/f.pth", target, timeout=10, progress=False) == len(payload)
+    assert target.read_bytes() == payload
+
+
+def test_checksum_mismatch_deletes_the_download(tmp_path, serve):
+    payload = b"not the published file"
+    url = serve(range_server(payload, []))
+    target = tmp_path / "f.params"
+    with pytest.raises(ValueError, match="md5 .* differs from the published 0{32}"):
+        download_weights.fetch(f"{url}/f.params", target, timeout=10, md5="0" * 32, progress=False)
+    assert not target.exists() and not download_weights.partial_path(target).exists()
+    digest = hashlib.md5(payload).hexdigest()
+    download_weights.fetch(f"{url}/f.params", target, timeout=10, md5=digest, progress=False)
+    assert target.read_bytes() == payload
+
+
+def test_failure_names_the_place_for_a_hand_downloaded_file(tmp_path, capsys):
+    dest = tmp_path / "netWeights"
+    code, out = run(["--base_url", "http://127.0.0.1:9/", "--dest", str(dest), "--files", "aff_box",
+                     "--backbone_width", str(W)], capsys)
+    assert code == 1
+    assert "to do it by hand, get aff_box.pth from BaiduYun" in out
+    assert f"place it at {dest / 'final_model' / 'aff_box.pth'}" in out
+
+
+def test_only_the_imagenet_file_has_a_checksum_and_it_is_sourced():
+    with_md5 = {p.key: p.md5 for p in download_weights.PUBLISHED if p.md5}
+    assert with_md5 == {"ilsvrc": "ff21f45d6bf03284100dcbec571edfad"}
+    assert set(download_weights.CHECKSUM_SOURCES) == set(with_md5)

@@ -42,8 +42,8 @@ def test_resolve_list(tmp_path):
     assert resolve_list("train.txt", root) == in_root
     assert resolve_list("train", root) == in_root
     assert read_list("train", root) == ["x"]
-    with pytest.raises(FileNotFoundError, match="val.txt"):
-        resolve_list("val.txt", root)
+    with pytest.raises(FileNotFoundError, match="mysplit.txt"):
+        resolve_list("mysplit.txt", root)
 
 
 def _fake_voc(root, train, val, aug=None):
@@ -91,3 +91,34 @@ def test_utf8_byte_order_mark_is_dropped(tmp_path):
     path = tmp_path / "bom.txt"
     path.write_bytes("\ufeff2007_000032\n2007_000033\n".encode())
     assert read_id_list(path) == ["2007_000032", "2007_000033"]
+
+
+@pytest.mark.parametrize("name, count", [("train_aug", 10582), ("train", 1464), ("val", 1449),
+                                         ("test", 1456)])
+def test_standard_splits_ship_and_resolve_by_name(tmp_path, name, count):
+    root = tmp_path / "VOC2012"  # a VOC download: no ImageSets/Segmentation/train_aug.txt
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    ids = read_list(f"{name}.txt", root)
+    assert len(ids) == len(set(ids)) == count
+    assert all(len(i) == 11 and i[4] == "_" for i in ids)
+    assert read_list(name, None) == ids
+    assert read_list(f"voc12/{name}.txt", root) == ids  # the upstream default spelling
+
+
+def test_standard_splits_are_consistent():
+    lists = {name: set(read_list(name, None)) for name in ("train_aug", "train", "val", "test")}
+    assert lists["train"] <= lists["train_aug"]
+    assert not lists["val"] & lists["train_aug"]
+    assert not lists["test"] & (lists["train_aug"] | lists["val"])
+
+
+def test_dataset_lists_win_over_shipped_ones(tmp_path):
+    seg = tmp_path / "VOC2012" / "ImageSets" / "Segmentation"
+    seg.mkdir(parents=True)
+    (seg / "train_aug.txt").write_text("2026_000001\n")
+    assert read_list("train_aug.txt", tmp_path / "VOC2012") == ["2026_000001"]
+
+
+def test_a_missing_path_with_folders_is_not_replaced_by_a_shipped_list(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_aug.txt"):
+        resolve_list(tmp_path / "lists" / "train_aug.txt", tmp_path)

@@ -90,8 +90,9 @@ def test_bad_inputs_are_named_and_the_run_goes_on(voc, tmp_path):
 def test_missing_cam_seed_dir_is_a_flag_error(voc, tmp_path):
     root, _ = voc
     args = make_seed_labels.get_args_parser().parse_args(
-        ["--type", "point", "--voc12_root", str(root), "--list", "train.txt", "--out_dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="--cam_seed_dir"):
+        ["--type", "point", "--voc12_root", str(root), "--list", "train.txt", "--out_dir", str(tmp_path),
+         "--cam_seed_dir", str(tmp_path / "no_seeds")])
+    with pytest.raises(FileNotFoundError, match="--cam_seed_dir"):
         make_seed_labels.main(args)
 
 
@@ -115,3 +116,16 @@ def test_inverted_box_area_is_unknown_in_box_seeds(voc, tmp_path):
     assert summary.exit_code == 0
     label = read_label_png(tmp_path / "out" / f"{ids[0]}.png")
     assert (label[box.y0:box.y1 + 1, box.x0:box.x1 + 1] == 255).all()
+
+
+def test_default_output_folders_are_the_published_names():
+    parse = make_seed_labels.get_args_parser().parse_args
+    names = {kind: make_seed_labels.default_out_dir(parse(["--type", kind, "--voc12_root", "V"]))
+             for kind in ("image", "box", "point")}
+    names["override"] = make_seed_labels.default_out_dir(
+        parse(["--type", "scribble", "--scribble_mode", "override", "--voc12_root", "V"]))
+    names["scribble"] = make_seed_labels.default_out_dir(parse(["--type", "scribble", "--voc12_root", "V"]))
+    assert {k: str(v) for k, v in names.items()} == {
+        "image": "data/Init_Label/SEAM_Image", "box": "data/Init_Label/SEAM_Box",
+        "point": "data/Init_Label/SEAM_Point", "override": "data/Init_Label/SEAM_Scribble",
+        "scribble": "data/Init_Label/Scribble_SuperPixel"}

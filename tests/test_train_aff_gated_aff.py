@@ -126,7 +126,7 @@ def stage2_args(root: Path, out: Path, **overrides):
 
 
 def test_parser_keeps_upstream_defaults():
-    args = stage2.get_args_parser().parse_args([])
+    args = stage2.get_args_parser().parse_args(["--voc12_root", "VOC2012"])
     assert (args.batch_size, args.max_epoches, args.lr) == (4, 12, 0.01)
     assert (args.wt_dec, args.crop_size, args.radius) == (5e-4, 448, 4)
     assert args.network == "network.resnet38_aff_gated" and args.train_list == "train_aug.txt"

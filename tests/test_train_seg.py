@@ -72,7 +72,7 @@ def test_inference_writes_labels_crf_and_scores_and_resumes(tiny_voc, trained, t
             "--flip", "True", "--device", "cpu"]
     out, crf = tmp_path / "pred", tmp_path / "pred_crf"
     summary = infer_seg.main(infer_seg.get_args_parser().parse_args(
-        [*base, "--save_path", str(out), "--crf", str(crf)]))
+        [*base, "--save_path", str(out), "--save_path_crf", str(crf)]))
     ids = (tiny_voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
     assert summary.done == 3 and not summary.failed
     for folder in (out, crf):
@@ -85,7 +85,7 @@ def test_inference_writes_labels_crf_and_scores_and_resumes(tiny_voc, trained, t
     assert "mIoU" in capsys.readouterr().out
 
     again = infer_seg.main(infer_seg.get_args_parser().parse_args(
-        [*base, "--save_path", str(out), "--crf", str(crf)]))
+        [*base, "--save_path", str(out), "--save_path_crf", str(crf)]))
     assert again.done == 0 and again.skipped == 3
     for shard in ("0/2", "1/2"):  # two shards write what one process wrote
         infer_seg.main(infer_seg.get_args_parser().parse_args(

@@ -110,9 +110,18 @@ def background_score(cams: np.ndarray, alpha: float) -> np.ndarray:
     return np.power(1.0 - cams.max(axis=0), alpha).astype(np.float32)
 
 
-def cam_label(classes: np.ndarray, cams: np.ndarray, alpha: float) -> np.ndarray:
-    """``(H, W)`` uint8 argmax of ``[(1 − max cam)^alpha, cams]`` mapped to class ids (0 = background)."""
-    scores = np.concatenate([background_score(cams, alpha)[None], cams])
+def cam_label(classes: np.ndarray, cams: np.ndarray, bg_score: float | None = None,
+              bg_power: float | None = None) -> np.ndarray:
+    """``(H, W)`` uint8 argmax of ``[background, cams]`` mapped to class ids (0 = background).
+
+    The background score is the constant ``bg_score`` (the published ``--out_cam_pred_alpha``, e.g. 0.26:
+    a pixel is background unless some CAM exceeds it) or, given ``bg_power``, ``(1 − max cam)^bg_power``.
+    """
+    if (bg_score is None) == (bg_power is None):
+        raise ValueError("give exactly one of bg_score (a constant) and bg_power (an exponent)")
+    background = (np.full(cams.shape[1:], bg_score, dtype=np.float32) if bg_power is None
+                  else background_score(cams, bg_power))
+    scores = np.concatenate([background[None], cams])
     ids = np.concatenate([[0], np.asarray(classes, dtype=np.int64)])
     return ids[scores.argmax(axis=0)].astype(np.uint8)
 
@@ -162,3 +171,14 @@ def confident_seeds(classes: np.ndarray, cams: np.ndarray, crf_la: np.ndarray, c
     seed = full.copy()
     seed[~sure | (confidence < crf_thresh)] = 255
     return seed, full
+
+
+def seeds_from_cams(image: np.ndarray, classes: np.ndarray, cams: np.ndarray, low_alpha: float = 4,
+                    high_alpha: float = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The CRF at both alphas and :func:`confident_seeds` of compact CAMs on ``image`` ``(H, W, 3)``.
+
+    Returns ``(crf_la, crf_ha, seed, full)``: ``(21, H, W)`` float32 marginals, ``(H, W)`` uint8 labels."""
+    crf_la = crf_with_alpha(image, classes, cams, low_alpha)
+    crf_ha = crf_with_alpha(image, classes, cams, high_alpha)
+    seed, full = confident_seeds(classes, cams, crf_la, crf_ha, high_alpha=high_alpha)
+    return crf_la, crf_ha, seed, full

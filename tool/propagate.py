@@ -23,7 +23,7 @@ from network.graph import WindowGraph
 from tool.a2gnn_losses import crf_kernel_graph, gated_crf_term, mp_loss, random_walk, seed_loss
 from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
-from tool.cli import default_device, str2bool
+from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
 from tool.crf import A2GNN_CRF, dense_crf
 from tool.dist import cleanup_distributed, init_distributed
 from tool.graph import window_graph
@@ -197,16 +197,16 @@ SCRIPT_DEFAULTS = {
 def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argparse.ArgumentParser:
     """The flags both stage-3 scripts share (upstream names and meanings), with ``schedule``'s defaults."""
     d = SCRIPT_DEFAULTS[schedule]
-    parser.add_argument("--voc12_root", required=True, type=str, help="VOC2012 folder (JPEGImages, ...)")
+    add_voc12_root(parser)
     parser.add_argument("--weights", default=d["weights"], type=str, help="trained affinity network")
     parser.add_argument("--network", default="network.resnet38_aff_gated", type=str,
                         help="module with the affinity network class Net")
     parser.add_argument("--backbone_width", default=1.0, type=float,
                         help="width multiplier of the affinity network (1 for the published weights)")
-    parser.add_argument("--infer_list", default="train_aug.txt", type=str,
-                        help="id list: a path, or a name under voc12_root/ImageSets/Segmentation")
-    parser.add_argument("--num_workers", default=8, type=int,
-                        help="accepted for the upstream commands; images are read in the main process")
+    add_id_list(parser, "--infer_list", what="images to write pseudo labels for")
+    parser.add_argument("--num_workers", default=0, type=int,
+                        help="accepted for the upstream commands (which pass 8) and unused: stage 3 reads each "
+                             "image in the main process; a value > 0 prints a note")
     parser.add_argument("--seed_label_root", default=d["seed_label_root"], type=str,
                         help="folder of seed PNGs <id>.png (255 = unknown)")
     parser.add_argument("--save_path", default=d["save_path"], type=str, help="output folder of label PNGs")
@@ -291,6 +291,9 @@ class A2GNNJob:
 def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
     """``main`` of the stage-3 scripts: the per-image job over the id list. Returns the ``RunSummary``."""
     ids = read_list(args.infer_list, args.voc12_root)
+    if args.num_workers:
+        print(f"note: --num_workers {args.num_workers} is unused: stage 3 reads each image in the main process "
+              "(the per-image training dominates the time)")
     device = init_distributed(args.device)
     try:
         job = A2GNNJob(args, schedule, device)

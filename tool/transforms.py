@@ -58,6 +58,17 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((w, h), resample=Image.BICUBIC))
 
 
+def multiscale_flip_inputs(image: np.ndarray, scales: tuple[float, ...]) -> list[torch.Tensor]:
+    """Normalized ``(3, round(H·s), round(W·s))`` float32 tensors of ``image`` ``(H, W, 3)`` uint8 at each
+    scale (bicubic), each followed by its horizontal flip: the CAM inputs of algorithm.md §1.1."""
+    h, w = image.shape[:2]
+    inputs = []
+    for s in scales:
+        scaled = to_chw_tensor(normalize(resize_image(image, (round(h * s), round(w * s)))))
+        inputs += [scaled, scaled.flip(-1)]
+    return inputs
+
+
 def random_resize_long(image: np.ndarray, min_long: int, max_long: int, *,
                        rng: np.random.Generator) -> np.ndarray:
     """Resize so the long side is a random integer in ``[min_long, max_long]`` (aspect kept, bicubic)."""

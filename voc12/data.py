@@ -20,12 +20,12 @@ from torch.utils.data import Dataset
 from tool.label_io import read_image, read_label_png
 from tool.transforms import (
     color_jitter,
+    multiscale_flip_inputs,
     normalize,
     random_crop,
     random_hflip,
     random_resize_long,
     random_scale,
-    resize_image,
     to_chw_tensor,
 )
 from voc12 import IGNORE, NUM_CLASSES
@@ -157,12 +157,8 @@ class MultiScaleFlipDataset(ImageDataset):
     def __getitem__(self, index: int) -> dict:
         image_id = self.ids[index]
         image = self.load_image(image_id)
-        h, w = image.shape[:2]
-        inputs = []
-        for s in self.scales:
-            scaled = to_chw_tensor(normalize(resize_image(image, (round(h * s), round(w * s)))))
-            inputs += [scaled, scaled.flip(-1)]
-        item = {"id": image_id, "image": image, "size": (h, w), "inputs": inputs}
+        item = {"id": image_id, "image": image, "size": image.shape[:2],
+                "inputs": multiscale_flip_inputs(image, self.scales)}
         if self.labels is not None:
             item["label"] = torch.from_numpy(np.asarray(self.labels[image_id], dtype=np.float32))
         return item

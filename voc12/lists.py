@@ -1,5 +1,9 @@
 """Image id lists: reading both list dialects, resolving list names, generating the VOC lists.
 
+The standard PASCAL VOC 2012 splits ship in this package as bare ids (``voc12/train_aug.txt`` 10,582,
+``train.txt`` 1,464, ``val.txt`` 1,449, ``test.txt`` 1,456), as in the upstream repositories, so a list
+flag given as ``train_aug.txt`` works on a plain VOC download (which has no train_aug list).
+
 Two dialects are read: bare ids (``2007_000032``) and SEAM/PSA pairs
 (``/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png``). The id is the file name of the
 first token without its image suffix; later tokens are ignored and blank lines skipped.
@@ -14,6 +18,8 @@ from pathlib import Path
 from tool.label_io import atomic_path
 
 LIST_FOLDER = Path("ImageSets") / "Segmentation"
+SHIPPED_LISTS = Path(__file__).resolve().parent
+STANDARD_SPLITS = {"train_aug": 10582, "train": 1464, "val": 1449, "test": 1456}  # name: ids
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -39,24 +45,30 @@ def write_id_list(path: str | os.PathLike, ids: Iterable[str]) -> None:
         tmp.write_text("".join(f"{image_id}\n" for image_id in ids))
 
 
-def resolve_list(name_or_path: str | os.PathLike, voc12_root: str | os.PathLike) -> Path:
-    """An existing list path as given, else ``voc12_root/ImageSets/Segmentation/<name>[.txt]``.
+def resolve_list(name_or_path: str | os.PathLike, voc12_root: str | os.PathLike | None) -> Path:
+    """Find an id list: the path as given if it is a file, else ``<name>[.txt]`` in
+    ``voc12_root/ImageSets/Segmentation/`` (a dataset's own lists win), else in the shipped ``voc12/``.
 
-    So ``train_aug.txt``, ``train_aug`` and ``path/to/list.txt`` all work.
+    So ``train_aug.txt``, ``train_aug``, ``voc12/train_aug.txt`` (the upstream default, from the
+    repository root) and ``path/to/list.txt`` all work. The error lists every place tried.
     """
     given = Path(name_or_path)
     if given.is_file():
         return given
-    folder = Path(voc12_root) / LIST_FOLDER
-    candidates = [folder / given] + ([] if given.suffix else [folder / f"{given}.txt"])
+    candidates = []
+    if given.parent in (Path("."), Path("voc12")):  # a bare name (a path with folders is not looked up)
+        folders = ([Path(voc12_root) / LIST_FOLDER] if voc12_root is not None else []) + [SHIPPED_LISTS]
+        names = [given.name] + ([] if given.suffix else [f"{given.name}.txt"])
+        candidates = [folder / name for folder in folders for name in names]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     tried = ", ".join(str(c) for c in [given, *candidates])
-    raise FileNotFoundError(f"id list {str(name_or_path)!r} not found (tried {tried})")
+    raise FileNotFoundError(f"id list {str(name_or_path)!r} not found (tried {tried}); give a list file or "
+                            f"one of the shipped names {', '.join(f'{n}.txt' for n in STANDARD_SPLITS)}")
 
 
-def read_list(name_or_path: str | os.PathLike, voc12_root: str | os.PathLike) -> list[str]:
+def read_list(name_or_path: str | os.PathLike, voc12_root: str | os.PathLike | None) -> list[str]:
     """Ids of a list given as a path or a list name under ``voc12_root`` (see :func:`resolve_list`)."""
     return read_id_list(resolve_list(name_or_path, voc12_root))
 

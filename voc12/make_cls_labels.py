@@ -102,15 +102,18 @@ def image_labels(voc12_root: str | os.PathLike, ids: Sequence[str],
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Build image-level labels from VOC XML annotations.")
-    parser.add_argument("--voc12_root", required=True, help="VOC2012 folder with Annotations/")
-    parser.add_argument("--list", default="train_aug.txt",
-                        help="id list: a path, or a name in <voc12_root>/ImageSets/Segmentation")
+    parser.add_argument("--voc12_root", required=True, type=str,
+                        help="the VOC2012 folder (JPEGImages/, Annotations/, SegmentationClass/, ...)")
+    parser.add_argument("--train_list", "--list", default="train_aug.txt", type=str,
+                        help="images the classifier trains on: a path, or a name (train_aug.txt, train.txt, "
+                             "val.txt, test.txt) looked up in <voc12_root>/ImageSets/Segmentation/, then in "
+                             "the shipped voc12/")
     parser.add_argument("--out", default="data/cls_labels.npz", help="output .npz (or .json)")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    ids = read_list(args.list, args.voc12_root)
+    ids = read_list(args.train_list, args.voc12_root)
     labels = build_cls_labels(args.voc12_root, ids)
     save_cls_labels(args.out, labels)
     counts = np.stack(list(labels.values())).sum(0) if labels else np.zeros(len(CAT_LIST))

@@ -497,3 +497,25 @@ def write_lists(root: str | os.PathLike, train_ids: list[str], val_ids: list[str
     for name, ids in (("train", train_ids), ("train_aug", train_aug_ids), ("val", val_ids),
                       ("trainval", train_ids + val_ids)):
         _write_text(folder / f"{name}.txt", "".join(f"{i}\n" for i in ids))
+
+
+def write_voc_download(root: str | os.PathLike, train_ids: list[str], aug_ids: list[str], val_ids: list[str],
+                       seed: int = 0, min_size: int = 64, max_size: int = 96) -> None:
+    """A root shaped like a PASCAL VOC 2012 download plus SBD, from generated samples under the given ids.
+
+    ``JPEGImages``, ``Annotations``, ``SegmentationClass`` (train and val), ``SegmentationClassAug``
+    (train_aug = train + aug), ``ImageSets/Segmentation/{train,val}.txt`` and no train_aug list (a VOC
+    download has none), plus the weak annotations this repository reads, ``Scribbles`` and ``Points``.
+    """
+    root = Path(root)
+    for index, name in enumerate([*train_ids, *aug_ids, *val_ids]):
+        sample = generate_sample(seed, index, min_size, max_size)
+        write_sample(root, name, sample)
+        if name not in val_ids:
+            save_label_png(root / "SegmentationClassAug" / f"{name}.png", sample.seg)
+        if name in aug_ids:  # SBD images have no VOC segmentation
+            (root / "SegmentationClass" / f"{name}.png").unlink()
+            (root / "SegmentationObject" / f"{name}.png").unlink()
+    folder = root / "ImageSets" / "Segmentation"
+    for name, ids in (("train", train_ids), ("val", val_ids)):
+        _write_text(folder / f"{name}.txt", "".join(f"{i}\n" for i in ids))
