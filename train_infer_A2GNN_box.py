@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from tool.propagate import add_a2gnn_arguments, run_a2gnn
+from stages.a2gnn import add_a2gnn_arguments, run_a2gnn
 from tool.runner import RunSummary
 
 

@@ -15,8 +15,8 @@ network is trained with radius 4; pass --radius 4 to match it).
 import argparse
 import sys
 
+from stages.a2gnn import add_a2gnn_arguments, run_a2gnn
 from tool.cli import str2bool
-from tool.propagate import add_a2gnn_arguments, run_a2gnn
 from tool.runner import RunSummary
 
 

@@ -11,11 +11,9 @@ from tool.a2gnn_losses import (
     gated_crf_term,
     interpolation_matrix,
     mp_loss,
-    random_walk,
     seed_loss,
 )
 from tool.gated_crf_loss import GatedCRFLoss
-from tool.graph import window_graph
 from voc12.annotations import Box
 
 
@@ -146,22 +144,6 @@ def test_mp_loss_on_crops_equals_full_resolution():
 def test_mp_loss_without_boxes_is_zero():
     loss, pruned = mp_loss(torch.randn(21, 2, 2), torch.randn(8, 2, 2), [], torch.zeros(16, 16).long())
     assert loss.item() == 0.0 and torch.equal(pruned, torch.zeros(16, 16).long())
-
-
-@pytest.mark.parametrize("radius,logt", [(1, 3), (3, 4), (4, 2)])
-def test_random_walk_equals_dense_repeated_squaring(radius, logt):
-    torch.manual_seed(4)
-    h, w, beta = 7, 9, 8
-    aff = torch.rand(2 * radius + 1, 2 * radius + 1, h, w, dtype=torch.float64) * 0.5 + 0.5
-    graph = window_graph(aff, radius, self_weight=None)
-    dense, _ = graph.to_dense()
-    trans = dense.pow(beta)
-    trans = trans / trans.sum(dim=0, keepdim=True)
-    for _ in range(logt):
-        trans = trans @ trans
-    scores = torch.rand(5, h, w, dtype=torch.float64)
-    ref = (scores.reshape(5, -1) @ trans).reshape(5, h, w)
-    torch.testing.assert_close(random_walk(scores, graph, beta, logt), ref, rtol=1e-9, atol=1e-12)
 
 
 def test_gated_crf_term_equals_potts_formula():

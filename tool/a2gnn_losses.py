@@ -1,4 +1,4 @@
-"""Losses of the per-image A2GNN training (SPEC §3.4) and the random-walk fusion (SPEC §3.7).
+"""Losses of the per-image A2GNN training (SPEC §3.4).
 
 Grid tensors are ``(C, h, w)`` at feature resolution; the losses see their upsampling to the padded
 image resolution ``Hp = 8h``, ``Wp = 8w`` of the seed maps, ``(Hp, Wp)`` long with classes 0..C-1 and
@@ -180,19 +180,3 @@ def mp_loss(grid: Tensor, embedding: Tensor, boxes: Sequence[Box], seeds: Tensor
     if not points:
         return grid.new_zeros(()), seeds
     return ce_sum / points + dis_sum / pairs, seeds
-
-
-def random_walk(scores: Tensor, graph: WindowGraph, beta: float, logt: int) -> Tensor:
-    """Random-walk propagation ``scores · T^(2^logt)`` with ``T = A^β`` column-normalized.
-
-    scores: ``(C, h, w)`` per-node class scores; graph: the window graph of the raw affinity (keep the
-    network's diagonal: ``window_graph(aff, r, self_weight=None)``). ``2^logt`` sparse products
-    ``v ← v·T``, equal to the published dense repeated squaring. Returns ``(C, h, w)``.
-    """
-    c, h, w = scores.shape
-    incoming = graph.reverse_weight().pow(beta)  # at node j, slot k: A_ij^β for i = index[j, k]
-    transition = incoming / incoming.sum(dim=1, keepdim=True)  # T[i, j], column-normalized
-    v = scores.reshape(c, h * w)
-    for _ in range(2 ** logt):
-        v = (v[:, graph.index] * transition).sum(dim=-1)
-    return v.reshape(c, h, w)

@@ -1,5 +1,6 @@
 """Window graphs over the feature grid (SPEC §3.2): every grid cell is a node, its neighbours are the
-cells of the ``(2r+1)²`` square window around it that lie inside the grid.
+cells of the ``(2r+1)²`` square window around it that lie inside the grid; and the random walk on such a
+graph (SPEC §3.7).
 
 Layout: node ``i = y·w + x``; neighbour slot ``k = (dy + r)·(2r+1) + (dx + r)`` holds the node at
 ``(y + dy, x + dx)``, the layout of the affinity network's ``aff[dy + r, dx + r, y, x]``. The slot of the
@@ -150,3 +151,19 @@ def window_graph(aff: Tensor, radius: int, self_weight: float | None = 1.0) -> W
     if self_weight is not None:
         weight[:, d * d // 2] = self_weight
     return WindowGraph(index=index, weight=weight, valid=valid, h=h, w=w, radius=radius)
+
+
+def random_walk(scores: Tensor, graph: WindowGraph, beta: float, logt: int) -> Tensor:
+    """Random-walk propagation ``scores · T^(2^logt)`` with ``T = A^β`` column-normalized.
+
+    scores: ``(C, h, w)`` per-node class scores; graph: the window graph of the raw affinity (keep the
+    network's diagonal: ``window_graph(aff, r, self_weight=None)``). ``2^logt`` sparse products
+    ``v ← v·T``, equal to the published dense repeated squaring. Returns ``(C, h, w)``.
+    """
+    c, h, w = scores.shape
+    incoming = graph.reverse_weight().pow(beta)  # at node j, slot k: A_ij^β for i = index[j, k]
+    transition = incoming / incoming.sum(dim=1, keepdim=True)  # T[i, j], column-normalized
+    v = scores.reshape(c, h * w)
+    for _ in range(2 ** logt):
+        v = (v[:, graph.index] * transition).sum(dim=-1)
+    return v.reshape(c, h, w)

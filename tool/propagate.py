@@ -1,37 +1,23 @@
-"""Stage 3: per-image A2GNN training and inference (SPEC §3), and the per-image job both
-``train_infer_A2GNN_*.py`` scripts run.
+"""Stage 3: per-image A2GNN training and inference (SPEC §3), tensors in, tensors out.
 
-``propagate`` takes tensors and returns class probabilities before the dense CRF. ``A2GNNJob`` reads one
-image's files, runs the affinity network, ``propagate``, the dense CRF and writes the label PNG.
+``propagate`` takes one image's affinity-network outputs, seeds and annotations and returns its class
+probabilities before the dense CRF. The stage layer (``stages/a2gnn.py``) reads files and writes labels.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from network.a2gnn import A2GNN
-from tool.a2gnn_losses import crf_kernel_graph, gated_crf_term, mp_loss, random_walk, seed_loss
-from tool.cam import load_cams
-from tool.checkpoint import load_checkpoint
-from tool.cli import default_device, str2bool
-from tool.crf import A2GNN_CRF, dense_crf
-from tool.dist import cleanup_distributed, init_distributed
-from tool.graph import WindowGraph, window_graph
-from tool.label_io import read_image, read_label_png, save_label_png, save_npz
-from tool.runner import RunSummary, run_per_image
-from tool.transforms import normalize, pad_to_multiple, to_chw_tensor
+from tool.a2gnn_losses import crf_kernel_graph, gated_crf_term, mp_loss, seed_loss
+from tool.graph import WindowGraph, random_walk, window_graph
 from voc12 import IGNORE, NUM_CLASSES
-from voc12.annotations import Box, read_boxes
-from voc12.lists import read_list
+from voc12.annotations import Box
 
 STRIDE = 8
 SCHEDULES = ("box", "others")
@@ -179,121 +165,3 @@ def propagate(features: Tensor, aff: Tensor, seeds: Tensor, image: Tensor, image
             probs = probs + cfg.rw_weight * rw
             probs = probs / probs.sum(dim=0, keepdim=True)
     return probs
-
-
-# ---------------------------------------------------------------------------------------------------
-# The per-image job of the two stage-3 scripts.
-
-SCRIPT_DEFAULTS = {
-    "box": {"weights": "./netWeights/final_model/aff_box.pth", "save_path": "./out/box_pred",
-            "seed_label_root": "./data/Init_Label/SEAM_Box", "radius": 4, "epochs": 150, "lr": 0.035},
-    "others": {"weights": "./netWeights/final_model/aff_scribble.pth", "save_path": "./out/scribble_pred",
-               "seed_label_root": "./data/Init_Label/Scribble_SuperPixel", "radius": 3, "epochs": 50,
-               "lr": 0.03},
-}
-
-
-def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argparse.ArgumentParser:
-    """The flags both stage-3 scripts share (upstream names and meanings), with ``schedule``'s defaults."""
-    d = SCRIPT_DEFAULTS[schedule]
-    parser.add_argument("--voc12_root", required=True, type=str, help="VOC2012 folder (JPEGImages, ...)")
-    parser.add_argument("--weights", default=d["weights"], type=str, help="trained affinity network")
-    parser.add_argument("--network", default="network.resnet38_aff_gated", type=str,
-                        help="module with the affinity network class Net")
-    parser.add_argument("--backbone_width", default=1.0, type=float,
-                        help="width multiplier of the affinity network (1 for the published weights)")
-    parser.add_argument("--infer_list", default="train_aug.txt", type=str,
-                        help="id list: a path, or a name under voc12_root/ImageSets/Segmentation")
-    parser.add_argument("--num_workers", default=8, type=int,
-                        help="accepted for the upstream commands; images are read in the main process")
-    parser.add_argument("--seed_label_root", default=d["seed_label_root"], type=str,
-                        help="folder of seed PNGs <id>.png (255 = unknown)")
-    parser.add_argument("--save_path", default=d["save_path"], type=str, help="output folder of label PNGs")
-    parser.add_argument("--save_probs", default=None, type=str,
-                        help="also write the probabilities before the dense CRF to DIR/<id>.npz (float16)")
-    parser.add_argument("--radius", default=d["radius"], type=int, help="affinity window radius")
-    parser.add_argument("--epochs", default=d["epochs"], type=int, help="epochs of each of the two phases")
-    parser.add_argument("--hidden", default=256, type=int, help="hidden units")
-    parser.add_argument("--num_class", default=NUM_CLASSES, type=int)
-    parser.add_argument("--dropout", default=0.5, type=float, help="dropout rate")
-    parser.add_argument("--lr", default=d["lr"], type=float, help="Adam learning rate")
-    parser.add_argument("--weight_decay", default=5e-4, type=float)
-    parser.add_argument("--device", default=default_device(), type=str)
-    parser.add_argument("--seed", default=0, type=int, help="random seed of every image's training")
-    parser.add_argument("--shard", default=None, type=str,
-                        help="process shard i/n of the list (default: torchrun RANK/WORLD_SIZE, else all)")
-    parser.add_argument("--overwrite", default=False, type=str2bool, help="redo images whose output exists")
-    return parser
-
-
-class A2GNNJob:
-    """Everything one image needs: ``job(image_id)`` reads its files, runs the affinity network,
-    ``propagate``, the dense CRF and writes ``save_path/<id>.png``; ``job.outputs(image_id)`` lists the
-    files it writes (for resume)."""
-
-    def __init__(self, args: argparse.Namespace, schedule: str, device: torch.device):
-        self.args = args
-        self.schedule = schedule
-        self.device = device
-        self.root = Path(args.voc12_root)
-        self.net = importlib.import_module(args.network).Net(width=args.backbone_width)
-        load_checkpoint(self.net, args.weights, strict=True)
-        self.net.eval().to(device)
-        rw = getattr(args, "rw", False)
-        self.cfg = PropagateConfig(
-            schedule=schedule, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-            hidden=args.hidden, dropout=args.dropout, num_class=args.num_class, rw=rw, seed=args.seed,
-            **({k: getattr(args, k) for k in ("alpha", "beta", "logt", "rw_weight")} if rw else {}))
-        if rw and not getattr(args, "cam_dir", None):
-            raise ValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
-        self.box_dir = Path(args.BoxXmlpath or self.root / "Annotations") if schedule == "box" else None
-
-    def outputs(self, image_id: str) -> list[Path]:
-        paths = [Path(self.args.save_path) / f"{image_id}.png"]
-        if self.args.save_probs:
-            paths.append(Path(self.args.save_probs) / f"{image_id}.npz")
-        return paths
-
-    def load(self, image_id: str) -> dict:
-        """Inputs of one image: the RGB image, padded tensors, boxes and CAMs as the schedule needs."""
-        image = read_image(self.root / "JPEGImages" / f"{image_id}.jpg")
-        seed_path = Path(self.args.seed_label_root) / f"{image_id}.png"
-        seeds = read_label_png(seed_path)
-        if seeds.shape != image.shape[:2]:
-            raise ValueError(f"{seed_path}: seed map is {seeds.shape}, image is {image.shape[:2]}")
-        inputs = {
-            "rgb": image,
-            "image": pad_to_multiple(to_chw_tensor(normalize(image)), STRIDE, 0),
-            "seeds": pad_to_multiple(torch.from_numpy(seeds).long(), STRIDE, IGNORE),
-            "boxes": None, "cams": None, "cam_classes": None,
-        }
-        if self.box_dir is not None:
-            inputs["boxes"] = read_boxes(self.box_dir / f"{image_id}.xml", image_size=image.shape[:2])
-        if self.cfg.rw:
-            classes, cams = load_cams(Path(self.args.cam_dir) / f"{image_id}.npz")
-            inputs["cams"], inputs["cam_classes"] = torch.from_numpy(cams), torch.from_numpy(classes)
-        return inputs
-
-    def __call__(self, image_id: str) -> None:
-        inputs = self.load(image_id)
-        with torch.no_grad():
-            features, aff, _ = self.net(inputs["image"][None].to(self.device), self.args.radius)
-        probs = propagate(features[0], aff[0], inputs["seeds"], inputs["image"], inputs["rgb"].shape[:2],
-                          self.cfg, boxes=inputs["boxes"], cams=inputs["cams"],
-                          cam_classes=inputs["cam_classes"]).cpu().numpy()
-        if self.args.save_probs:
-            save_npz(Path(self.args.save_probs) / f"{image_id}.npz", probs=probs.astype(np.float16))
-        label = np.argmax(dense_crf(inputs["rgb"], probs, A2GNN_CRF), axis=0).astype(np.uint8)
-        save_label_png(Path(self.args.save_path) / f"{image_id}.png", label)
-
-
-def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
-    """``main`` of the stage-3 scripts: the per-image job over the id list. Returns the ``RunSummary``."""
-    ids = read_list(args.infer_list, args.voc12_root)
-    device = init_distributed(args.device)
-    try:
-        job = A2GNNJob(args, schedule, device)
-        return run_per_image(ids, job, job.outputs, desc=f"A2GNN {schedule}", shard=args.shard,
-                             overwrite=args.overwrite)
-    finally:
-        cleanup_distributed()
