@@ -1,21 +1,28 @@
-"""Stage 3: per-image A2GNN training and inference (SPEC §3), tensors in, tensors out.
+"""Stage 3: per-image A2GNN training and inference (SPEC §3), tensors in, tensors out, for one image or
+many at once.
 
-``propagate`` takes one image's affinity-network outputs, seeds and annotations and returns its class
-probabilities before the dense CRF. The stage layer (``stages/a2gnn.py``) reads files and writes labels.
+``propagate_batch`` takes ``K`` images' affinity-network outputs, seeds and annotations and returns each
+image's class probabilities before the dense CRF; ``propagate`` is the one-image call. The images train
+together, one A2GNN each (stacked parameters, one Adam over them = ``K`` independent ones), on their
+disjoint graphs; each image's loss is summed into one backward. Images of one grid size form a bucket
+whose seed and MP losses run batched. Each image's initial parameters and dropout masks come from its own
+generator, seeded by ``(seed, key)`` (``image_generator``), so an image's result does not depend on the
+batch it ran in. The stage layer (``stages/a2gnn.py``) reads files and writes labels.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from network.a2gnn import A2GNN
-from tool.a2gnn_losses import crf_kernel_graph, gated_crf_term, mp_loss, seed_loss
-from tool.graph import WindowGraph, random_walk, window_graph
+from tool.a2gnn_losses import box_table, crf_kernel_graph, gated_crf_term, mp_loss, seed_loss
+from tool.graph import GraphBatch, random_walk, window_graph
 from voc12 import IGNORE, NUM_CLASSES
 from voc12.annotations import Box
 
@@ -63,28 +70,6 @@ def upsample(grid: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(grid[None], size, mode="bilinear", align_corners=False)[0]
 
 
-def train_step(model: A2GNN, x: Tensor, graph: WindowGraph, seeds: Tensor, optimizer: torch.optim.Optimizer,
-               boxes: Sequence[Box] | None, crf_kernel: WindowGraph | None,
-               crf_weight: float) -> tuple[Tensor, Tensor]:
-    """One epoch (one full-graph step). ``boxes``: MP loss with consistency checking when not ``None``;
-    ``crf_kernel`` (``crf_kernel_graph`` of the image at grid size): add ``crf_weight ×`` the gated CRF
-    term. Returns ``(pruned seeds, loss)`` (the seeds of the next epoch; unchanged without boxes)."""
-    model.train()
-    optimizer.zero_grad()
-    logits, embedding = model(x, graph)
-    grid = logits.t().reshape(-1, graph.h, graph.w)
-    loss = grid.new_zeros(())
-    if boxes is not None:  # on box crops and points of the grid, before the seed loss sees the pruning
-        mp, seeds = mp_loss(grid, embedding.t().reshape(-1, graph.h, graph.w), boxes, seeds)
-        loss = loss + mp
-    loss = loss + seed_loss(grid, seeds)
-    if crf_kernel is not None:
-        loss = loss + crf_weight * gated_crf_term(F.softmax(logits, dim=1), crf_kernel)
-    loss.backward()
-    optimizer.step()
-    return seeds, loss.detach()
-
-
 def random_walk_scores(cams: Tensor, cam_classes: Tensor, aff: Tensor, image_size: tuple[int, int],
                        cfg: PropagateConfig) -> Tensor:
     """CAM random walk (SPEC §3.7): ``(C, H, W)`` scores.
@@ -105,63 +90,184 @@ def random_walk_scores(cams: Tensor, cam_classes: Tensor, aff: Tensor, image_siz
     return upsample(walked, (STRIDE * h, STRIDE * w))[:, :height, :width]
 
 
-def _check_inputs(features: Tensor, aff: Tensor, seeds: Tensor, image: Tensor, image_size: tuple[int, int],
-                  cfg: PropagateConfig, boxes: Sequence[Box] | None, cams: Tensor | None) -> None:
-    h, w = features.shape[-2:]
-    padded = (STRIDE * h, STRIDE * w)
-    if aff.dim() != 4 or aff.shape[0] != aff.shape[1] or aff.shape[0] % 2 == 0 or aff.shape[-2:] != (h, w):
-        raise ValueError(f"aff must be (2r+1, 2r+1, {h}, {w}), got {tuple(aff.shape)}")
-    if tuple(seeds.shape) != padded or tuple(image.shape) != (3, *padded):
-        raise ValueError(f"seeds must be {padded} and image (3, {padded[0]}, {padded[1]}) for a {h}x{w} "
-                         f"grid, got {tuple(seeds.shape)} and {tuple(image.shape)}")
-    if any(not p - STRIDE < s <= p for p, s in zip(padded, image_size, strict=True)):
-        raise ValueError(f"image size {image_size} does not pad to {padded}")
-    bad = (seeds >= cfg.num_class) & (seeds != IGNORE)
-    if bad.any():
-        raise ValueError(f"seed labels must be 0..{cfg.num_class - 1} or {IGNORE}, found "
-                         f"{sorted(set(seeds[bad].tolist()))[:5]}")
-    if cfg.schedule == "box" and boxes is None:
-        raise ValueError("the 'box' schedule needs boxes")
-    if cfg.rw and cams is None:
-        raise ValueError("rw=True needs CAMs")
-
-
-def propagate(features: Tensor, aff: Tensor, seeds: Tensor, image: Tensor, image_size: tuple[int, int],
-              cfg: PropagateConfig, boxes: Sequence[Box] | None = None, cams: Tensor | None = None,
-              cam_classes: Tensor | None = None) -> Tensor:
-    """Train an A2GNN on one image and return its class probabilities ``(C, H, W)`` before the dense CRF.
+@dataclass
+class ImageInputs:
+    """One image for ``propagate_batch``.
 
     features: ``(Cf, h, w)`` affinity-network features; aff: ``(2r+1, 2r+1, h, w)`` affinities;
     seeds: ``(Hp, Wp)`` long (0..C-1, 255 = unknown, padded with 255), ``Hp = 8h``, ``Wp = 8w``;
     image: ``(3, Hp, Wp)`` normalized image padded with 0; image_size: ``(H, W)`` before padding;
-    boxes: 0-based inclusive boxes (box schedule); cams, cam_classes: CAMs for ``cfg.rw``.
-    Runs on the device of ``features``; deterministic for a given ``cfg.seed`` (seeds the global RNG).
+    boxes: 0-based inclusive boxes (box schedule); cams ``(K, H, W)``, cam_classes ``(K,)``: CAMs for
+    ``cfg.rw``; key: the image's name in its generator's seed (``image_generator``).
     """
-    _check_inputs(features, aff, seeds, image, image_size, cfg, boxes, cams)
-    device = features.device
-    height, width = image_size
-    h, w = features.shape[-2:]
-    torch.manual_seed(cfg.seed)
-    x = node_features(features)
-    graph = window_graph(aff, (aff.shape[0] - 1) // 2)
-    model = A2GNN(x.shape[1], cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    crf_kernel = crf_kernel_graph(F.interpolate(image[None].to(device), (h, w), mode="bilinear",
-                                                align_corners=False)[0])
-    seeds = seeds.to(device).long()
-    mp_boxes = boxes if cfg.schedule == "box" else None
-    for phase_crf in (None, crf_kernel):
-        for _ in range(cfg.epochs):
-            seeds, _ = train_step(model, x, graph, seeds, optimizer, mp_boxes, phase_crf,
-                                  CRF_WEIGHT[cfg.schedule])
 
+    features: Tensor
+    aff: Tensor
+    seeds: Tensor
+    image: Tensor
+    image_size: tuple[int, int]
+    boxes: Sequence[Box] | None = None
+    cams: Tensor | None = None
+    cam_classes: Tensor | None = None
+    key: str = ""
+
+
+def image_generator(seed: int, key: str, device: torch.device | str) -> torch.Generator:
+    """The generator of one image's training on ``device``, seeded by a hash of ``(seed, key)``."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & (2 ** 63 - 1))
+
+
+@dataclass
+class Bucket:
+    """Images ``start:stop`` of a ``TrainingBatch`` (all of grid size ``h × w``) and their node rows
+    ``nodes``; seeds ``(B, Hp, Wp)`` (pruned in place of the previous epoch's); boxes: ``box_table``."""
+
+    start: int
+    stop: int
+    h: int
+    w: int
+    nodes: slice
+    seeds: Tensor
+    boxes: Tensor | None
+
+
+@dataclass
+class TrainingBatch:
+    """What every epoch of ``K`` images needs, images sorted by grid size: node features ``x``
+    ``(N, Cf)``, their ``graph``, the CRF kernel graphs ``crf``, the size buckets."""
+
+    x: Tensor
+    graph: GraphBatch
+    crf: GraphBatch
+    buckets: list[Bucket] = field(default_factory=list)
+
+
+def check_inputs(item: ImageInputs, cfg: PropagateConfig) -> None:
+    """Raise ``ValueError`` naming what is wrong with one image's tensors."""
+    h, w = item.features.shape[-2:]
+    padded = (STRIDE * h, STRIDE * w)
+    aff, seeds = item.aff, item.seeds
+    if aff.dim() != 4 or aff.shape[0] != aff.shape[1] or aff.shape[0] % 2 == 0 or aff.shape[-2:] != (h, w):
+        raise ValueError(f"aff must be (2r+1, 2r+1, {h}, {w}), got {tuple(aff.shape)}")
+    if tuple(seeds.shape) != padded or tuple(item.image.shape) != (3, *padded):
+        raise ValueError(f"seeds must be {padded} and image (3, {padded[0]}, {padded[1]}) for a {h}x{w} "
+                         f"grid, got {tuple(seeds.shape)} and {tuple(item.image.shape)}")
+    if any(not p - STRIDE < s <= p for p, s in zip(padded, item.image_size, strict=True)):
+        raise ValueError(f"image size {item.image_size} does not pad to {padded}")
+    bad = (seeds >= cfg.num_class) & (seeds != IGNORE)
+    if bad.any():
+        raise ValueError(f"seed labels must be 0..{cfg.num_class - 1} or {IGNORE}, found "
+                         f"{sorted(set(seeds[bad].tolist()))[:5]}")
+    if cfg.schedule == "box" and item.boxes is None:
+        raise ValueError("the 'box' schedule needs boxes")
+    if cfg.rw and item.cams is None:
+        raise ValueError("rw=True needs CAMs")
+
+
+def training_batch(items: Sequence[ImageInputs], cfg: PropagateConfig) -> TrainingBatch:
+    """Node features, graphs, CRF kernels and size buckets of ``items`` (already sorted by grid size)."""
+    device = items[0].features.device
+    graphs = [window_graph(item.aff, (item.aff.shape[0] - 1) // 2) for item in items]
+    kernels = [crf_kernel_graph(F.interpolate(item.image[None].to(device), item.features.shape[-2:],
+                                              mode="bilinear", align_corners=False)[0]) for item in items]
+    batch = TrainingBatch(torch.cat([node_features(item.features) for item in items]), GraphBatch(graphs),
+                          GraphBatch(kernels))
+    start, node = 0, 0
+    while start < len(items):
+        h, w = items[start].features.shape[-2:]
+        stop = start
+        while stop < len(items) and tuple(items[stop].features.shape[-2:]) == (h, w):
+            stop += 1
+        group = items[start:stop]
+        boxes = box_table([item.boxes for item in group], device) if cfg.schedule == "box" else None
+        seeds = torch.stack([item.seeds.to(device).long() for item in group])
+        batch.buckets.append(Bucket(start, stop, h, w, slice(node, node + len(group) * h * w), seeds, boxes))
+        start, node = stop, node + len(group) * h * w
+    return batch
+
+
+def train_step(model: A2GNN, batch: TrainingBatch, optimizer: torch.optim.Optimizer,
+               crf_weight: float | None) -> Tensor:
+    """One epoch (one full-graph step) of every image of ``batch``: seed loss, the MP loss with consistency
+    checking where a bucket has ``boxes`` (its pruned seeds replace ``bucket.seeds`` for the next epoch,
+    before the seed loss sees them), and ``crf_weight ×`` the gated CRF term unless ``None``. Returns the
+    images' losses ``(K,)``; their sum is what is back-propagated."""
+    model.train()
+    optimizer.zero_grad()
+    logits, embedding = model(batch.x, batch.graph)
+    losses = []
+    for bucket in batch.buckets:
+        count = bucket.stop - bucket.start
+        grid = logits[bucket.nodes].view(count, bucket.h, bucket.w, -1).permute(0, 3, 1, 2)
+        loss = grid.new_zeros(count)
+        if bucket.boxes is not None:
+            emb = embedding[bucket.nodes].view(count, bucket.h, bucket.w, -1).permute(0, 3, 1, 2)
+            mp, bucket.seeds = mp_loss(grid, emb, bucket.boxes, bucket.seeds)
+            loss = loss + mp
+        losses.append(loss + seed_loss(grid, bucket.seeds))
+    loss = torch.cat(losses)
+    if crf_weight is not None:
+        loss = loss + crf_weight * gated_crf_term(F.softmax(logits, dim=1), batch.crf)
+    loss.sum().backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_a2gnn(items: Sequence[ImageInputs], cfg: PropagateConfig) -> list[Tensor]:
+    """Train one A2GNN per image, all images together (both phases of ``cfg.schedule``), and return each
+    image's node logits ``(h·w, C)`` in evaluation mode, in the order of ``items``.
+
+    Runs on the device of the first image's ``features``. Every image's result is that of training it
+    alone up to float rounding: its parameters, dropout masks and Adam state are its own.
+    """
+    for item in items:
+        check_inputs(item, cfg)
+    if len({item.features.shape[0] for item in items}) > 1:
+        raise ValueError("every image of a batch needs the same feature channels")
+    device = items[0].features.device
+    order = sorted(range(len(items)), key=lambda i: tuple(items[i].features.shape[-2:]))
+    ordered = [items[i] for i in order]
+    batch = training_batch(ordered, cfg)
+    generators = [image_generator(cfg.seed, item.key, device) for item in ordered]
+    model = A2GNN(batch.x.shape[1], cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout, generators)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for crf_weight in (None, CRF_WEIGHT[cfg.schedule]):
+        for _ in range(cfg.epochs):
+            train_step(model, batch, optimizer, crf_weight)
     model.eval()
     with torch.no_grad():
-        logits, _ = model(x, graph)
+        logits = model(batch.x, batch.graph)[0].split(batch.graph.sizes)
+    out: list[Tensor] = [logits[0]] * len(items)
+    for k, i in enumerate(order):
+        out[i] = logits[k]
+    return out
+
+
+def propagate_batch(items: Sequence[ImageInputs], cfg: PropagateConfig) -> list[Tensor]:
+    """``train_a2gnn``, then each image's class probabilities ``(C, H, W)`` before the dense CRF: logits
+    upsampled to ``(Hp, Wp)``, cropped to ``(H, W)``, softmax, fused with the CAM random walk for
+    ``cfg.rw``. In the order of ``items``."""
+    probs = []
+    for item, logits in zip(items, train_a2gnn(items, cfg), strict=True):
+        h, w = item.features.shape[-2:]
+        height, width = item.image_size
         pred = upsample(logits.t().reshape(-1, h, w), (STRIDE * h, STRIDE * w))[:, :height, :width]
-        probs = F.softmax(pred, dim=0)
+        out = F.softmax(pred, dim=0)
         if cfg.rw:
-            rw = random_walk_scores(cams.to(device), cam_classes.to(device), aff, image_size, cfg)
-            probs = probs + cfg.rw_weight * rw
-            probs = probs / probs.sum(dim=0, keepdim=True)
+            device = logits.device
+            walk = random_walk_scores(item.cams.to(device), item.cam_classes.to(device), item.aff,
+                                      item.image_size, cfg)
+            out = out + cfg.rw_weight * walk
+            out = out / out.sum(dim=0, keepdim=True)
+        probs.append(out)
     return probs
+
+
+def propagate(features: Tensor, aff: Tensor, seeds: Tensor, image: Tensor, image_size: tuple[int, int],
+              cfg: PropagateConfig, boxes: Sequence[Box] | None = None, cams: Tensor | None = None,
+              cam_classes: Tensor | None = None, key: str = "") -> Tensor:
+    """Train an A2GNN on one image and return its class probabilities ``(C, H, W)`` before the dense CRF
+    (arguments as in ``ImageInputs``). Deterministic for a given ``cfg.seed`` and ``key``."""
+    return propagate_batch([ImageInputs(features, aff, seeds, image, image_size, boxes, cams, cam_classes, key)],
+                           cfg)[0]
