@@ -1,12 +1,13 @@
-"""Stage 3 as the two ``train_infer_A2GNN_*.py`` scripts run it: their shared flags, the per-image job
-(read an image's files, run the affinity network, ``tool.propagate.propagate``, the dense CRF, write the
-label PNG) and the loop over the id list.
+"""Stage 3 as the two ``train_infer_A2GNN_*.py`` scripts run it: their shared flags, the job (read
+images' files, run the affinity network, train their A2GNNs with ``tool.propagate.propagate_batch``
+``--batch_images`` at a time, dense CRF, write each label PNG) and the loop over the id list.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from tool.cli import default_device, str2bool
 from tool.crf import A2GNN_CRF, dense_crf
 from tool.dist import cleanup_distributed, init_distributed
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
-from tool.propagate import STRIDE, PropagateConfig, propagate
+from tool.propagate import STRIDE, ImageInputs, PropagateConfig, check_inputs, propagate_batch
 from tool.runner import RunSummary, run_per_image
 from tool.transforms import normalize, pad_to_multiple, to_chw_tensor
 from voc12 import IGNORE, NUM_CLASSES
@@ -60,7 +61,11 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
     parser.add_argument("--lr", default=d["lr"], type=float, help="Adam learning rate")
     parser.add_argument("--weight_decay", default=5e-4, type=float)
     parser.add_argument("--device", default=default_device(), type=str)
-    parser.add_argument("--seed", default=0, type=int, help="random seed of every image's training")
+    parser.add_argument("--seed", default=0, type=int,
+                        help="random seed; each image's generator is seeded by (seed, image id)")
+    parser.add_argument("--batch_images", default=1, type=int,
+                        help="images trained together in one step, one A2GNN each (the same labels as 1, "
+                             "up to float rounding; memory grows with it)")
     parser.add_argument("--shard", default=None, type=str,
                         help="process shard i/n of the list (default: torchrun RANK/WORLD_SIZE, else all)")
     parser.add_argument("--overwrite", default=False, type=str2bool, help="redo images whose output exists")
@@ -68,9 +73,11 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
 
 
 class A2GNNJob:
-    """Everything one image needs: ``job(image_id)`` reads its files, runs the affinity network,
-    ``propagate``, the dense CRF and writes ``save_path/<id>.png``; ``job.outputs(image_id)`` lists the
-    files it writes (for resume)."""
+    """``job.prepare(ids)`` reads the images' files, runs the affinity network (one call per padded size)
+    and trains their A2GNNs together; ``job(image_id)`` then runs the dense CRF of one of them and writes
+    ``save_path/<id>.png`` (``job(image_id)`` alone prepares that image first). An image whose files or
+    training fail raises in ``job(image_id)``, the others of its batch still finish (a batch that fails
+    as a whole is retried image by image). ``job.outputs(image_id)`` lists the files it writes (resume)."""
 
     def __init__(self, args: argparse.Namespace, schedule: str, device: torch.device):
         self.args = args
@@ -88,6 +95,7 @@ class A2GNNJob:
         if rw and not getattr(args, "cam_dir", None):
             raise ValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
         self.box_dir = Path(args.BoxXmlpath or self.root / "Annotations") if schedule == "box" else None
+        self.results: dict[str, tuple[np.ndarray, np.ndarray] | Exception] = {}
 
     def outputs(self, image_id: str) -> list[Path]:
         paths = [Path(self.args.save_path) / f"{image_id}.png"]
@@ -115,16 +123,60 @@ class A2GNNJob:
             inputs["cams"], inputs["cam_classes"] = torch.from_numpy(cams), torch.from_numpy(classes)
         return inputs
 
+    def prepare(self, image_ids: list[str]) -> None:
+        """Train the A2GNNs of ``image_ids`` together; keep each image's RGB image and probabilities (or the
+        exception it raised) for ``__call__``."""
+        self.results = {}
+        loaded = {}
+        for image_id in image_ids:
+            try:
+                loaded[image_id] = self.load(image_id)
+            except Exception as err:  # noqa: BLE001 - raised again by __call__ for this image only
+                self.results[image_id] = err
+        by_size = defaultdict(list)
+        for image_id, inputs in loaded.items():
+            by_size[tuple(inputs["image"].shape)].append(image_id)
+        items = []
+        for group in by_size.values():
+            with torch.no_grad():
+                images = torch.stack([loaded[i]["image"] for i in group]).to(self.device)
+                features, aff, _ = self.net(images, self.args.radius)
+            for k, image_id in enumerate(group):
+                inputs = loaded[image_id]
+                item = ImageInputs(features[k], aff[k], inputs["seeds"], inputs["image"], inputs["rgb"].shape[:2],
+                                   boxes=inputs["boxes"], cams=inputs["cams"], cam_classes=inputs["cam_classes"],
+                                   key=image_id)
+                try:
+                    check_inputs(item, self.cfg)
+                    items.append(item)
+                except ValueError as err:
+                    self.results[image_id] = err
+        if not items:
+            return
+        try:
+            probs = propagate_batch(items, self.cfg)
+        except Exception as err:  # noqa: BLE001 - find the image(s) at fault by training each alone
+            probs = [err] if len(items) == 1 else [self._alone(item) for item in items]
+        for item, prob in zip(items, probs, strict=True):
+            self.results[item.key] = prob if isinstance(prob, Exception) else (loaded[item.key]["rgb"],
+                                                                               prob.cpu().numpy())
+
+    def _alone(self, item: ImageInputs) -> torch.Tensor | Exception:
+        try:
+            return propagate_batch([item], self.cfg)[0]
+        except Exception as err:  # noqa: BLE001 - raised again by __call__ for this image only
+            return err
+
     def __call__(self, image_id: str) -> None:
-        inputs = self.load(image_id)
-        with torch.no_grad():
-            features, aff, _ = self.net(inputs["image"][None].to(self.device), self.args.radius)
-        probs = propagate(features[0], aff[0], inputs["seeds"], inputs["image"], inputs["rgb"].shape[:2],
-                          self.cfg, boxes=inputs["boxes"], cams=inputs["cams"],
-                          cam_classes=inputs["cam_classes"]).cpu().numpy()
+        if image_id not in self.results:
+            self.prepare([image_id])
+        result = self.results.pop(image_id)
+        if isinstance(result, Exception):
+            raise result
+        rgb, probs = result
         if self.args.save_probs:
             save_npz(Path(self.args.save_probs) / f"{image_id}.npz", probs=probs.astype(np.float16))
-        label = np.argmax(dense_crf(inputs["rgb"], probs, A2GNN_CRF), axis=0).astype(np.uint8)
+        label = np.argmax(dense_crf(rgb, probs, A2GNN_CRF), axis=0).astype(np.uint8)
         save_label_png(Path(self.args.save_path) / f"{image_id}.png", label)
 
 
@@ -135,6 +187,6 @@ def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
     try:
         job = A2GNNJob(args, schedule, device)
         return run_per_image(ids, job, job.outputs, desc=f"A2GNN {schedule}", shard=args.shard,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, batch_size=args.batch_images, prepare=job.prepare)
     finally:
         cleanup_distributed()
