@@ -17,7 +17,7 @@ from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import default_device, str2bool
 from tool.crf import A2GNN_CRF, dense_crf
-from tool.dist import cleanup_distributed, init_distributed
+from tool.dist import add_gpus_argument, cleanup_distributed, init_distributed
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
 from tool.propagate import STRIDE, ImageInputs, PropagateConfig, check_inputs, propagate_batch
 from tool.runner import RunSummary, run_per_image
@@ -69,7 +69,7 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
     parser.add_argument("--shard", default=None, type=str,
                         help="process shard i/n of the list (default: torchrun RANK/WORLD_SIZE, else all)")
     parser.add_argument("--overwrite", default=False, type=str2bool, help="redo images whose output exists")
-    return parser
+    return add_gpus_argument(parser)
 
 
 class A2GNNJob:

@@ -10,6 +10,7 @@ import train_infer_A2GNN_others as others_script
 from network.resnet38_aff_gated import Net
 from tool.cam import save_cams
 from tool.checkpoint import save_checkpoint
+from tool.dist import launch, worker_count
 from tool.label_io import load_npz, read_label_png, save_label_png
 
 SIZE = (44, 60)  # H, W: not multiples of 8
@@ -128,3 +129,31 @@ def test_batched_images_give_the_labels_of_one_at_a_time(fake_voc, tmp_path):
         np.testing.assert_allclose(load_npz(outputs[1] / "probs" / f"{image_id}.npz")["probs"],
                                    load_npz(outputs[4] / "probs" / f"{image_id}.npz")["probs"], atol=1e-3)
     assert read_label_png(outputs[4] / "labels" / "2007_000004.png").shape == (37, 52)
+
+
+def test_two_cpu_workers_write_what_one_process_writes(fake_voc, tmp_path, capsys):
+    """``--gpus 2 --device cpu``: two spawned gloo workers (the path a plain ``python`` run takes on a
+    2-GPU machine) shard the list and write the same files, with the same labels, as one process."""
+    outputs = {}
+    for gpus in (1, 2):
+        out = tmp_path / f"gpus{gpus}"
+        args = box_script.get_args_parser().parse_args(
+            [*common_flags(fake_voc, out / "labels"), "--radius", "2", "--gpus", str(gpus)])
+        assert launch(box_script.main, args, args.gpus, args.device) == 1  # 2007_000003 has no seeds
+        outputs[gpus] = out / "labels"
+    assert "starting 2 worker processes" in capsys.readouterr().out
+    names = sorted(p.name for p in outputs[1].iterdir())
+    assert names == sorted(p.name for p in outputs[2].iterdir()) == [f"{i}.png" for i in IDS]
+    for name in names:
+        assert np.array_equal(read_label_png(outputs[1] / name), read_label_png(outputs[2] / name))
+
+
+def test_worker_count(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert worker_count(None, "cpu") == 1 and worker_count(3, "cpu") == 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert worker_count(None, "cuda") == 2 and worker_count(1, "cuda") == 1 and worker_count(None, "cuda:1") == 1
+    with pytest.raises(ValueError, match="only 2 GPU"):
+        worker_count(4, "cuda")
+    monkeypatch.setenv("WORLD_SIZE", "4")  # under torchrun: this process is one worker already
+    assert worker_count(None, "cuda") == 1
