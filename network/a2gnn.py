@@ -164,13 +164,16 @@ class A2GNN(nn.Module):
     image axis): ``embeddinglayer.weight (K, nfeat, nhid)``, ``attentionlayers.{l}.beta (K,)``,
     ``outputlayer.weight (K, nhid, nclass)``. ``generators[k]`` draws image ``k``'s initial parameters
     and dropout masks (``None``: the global generator), so an image's training does not depend on the
-    other images it is batched with; the parameters are created on the generators' device.
+    other images it is batched with; the parameters are created on the generators' device. ``amp``: the
+    embedding product (the largest, ``N × nfeat @ nfeat × nhid``) runs under bf16 autocast, its result is
+    cast back to float32 (meant for CUDA; the stage scripts allow it only there).
     """
 
     def __init__(self, nfeat: int, nhid: int, nclass: int, nlayers: int, dropout_rate: float,
-                 generators: Generators = (None,)):
+                 generators: Generators = (None,), amp: bool = False):
         super().__init__()
         self.dropout_rate = dropout_rate
+        self.amp = amp
         self.generators = list(generators)
         self.embeddinglayer = Linear(nfeat, nhid, self.generators)
         self.attentionlayers = nn.ModuleList(AffinityAttention(self.generators) for _ in range(nlayers))
@@ -184,8 +187,9 @@ class A2GNN(nn.Module):
         if x.shape[0] != graph.num_nodes:
             raise ValueError(f"A2GNN: {x.shape[0]} node features for a graph of {graph.num_nodes} nodes")
         sizes = graph.sizes
-        x = relu_dropout(self.embeddinglayer(x, sizes), self.dropout_rate if self.training else 0.0,
-                         self.generators, sizes)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            embedded = self.embeddinglayer(x, sizes)
+        x = relu_dropout(embedded.to(x.dtype), self.dropout_rate if self.training else 0.0, self.generators, sizes)
         tiles = graph.tiles
         for layer in self.attentionlayers:
             x = layer(x, tiles)

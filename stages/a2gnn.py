@@ -61,6 +61,9 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
     parser.add_argument("--lr", default=d["lr"], type=float, help="Adam learning rate")
     parser.add_argument("--weight_decay", default=5e-4, type=float)
     parser.add_argument("--device", default=default_device(), type=str)
+    parser.add_argument("--amp", default=False, type=str2bool,
+                        help="bf16 autocast of the A2GNN embedding product, CUDA only (True/False; off by "
+                             "default: its effect on the pseudo labels is not measured yet)")
     parser.add_argument("--seed", default=0, type=int,
                         help="random seed; each image's generator is seeded by (seed, image id)")
     parser.add_argument("--batch_images", default=1, type=int,
@@ -80,6 +83,8 @@ class A2GNNJob:
     as a whole is retried image by image). ``job.outputs(image_id)`` lists the files it writes (resume)."""
 
     def __init__(self, args: argparse.Namespace, schedule: str, device: torch.device):
+        if args.amp and device.type != "cuda":
+            raise ValueError(f"--amp True needs a CUDA --device, got {device}")
         self.args = args
         self.schedule = schedule
         self.device = device
@@ -91,7 +96,7 @@ class A2GNNJob:
         self.cfg = PropagateConfig(
             schedule=schedule, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
             hidden=args.hidden, dropout=args.dropout, num_class=args.num_class, rw=rw, seed=args.seed,
-            **({k: getattr(args, k) for k in ("alpha", "beta", "logt", "rw_weight")} if rw else {}))
+            amp=args.amp, **({k: getattr(args, k) for k in ("alpha", "beta", "logt", "rw_weight")} if rw else {}))
         if rw and not getattr(args, "cam_dir", None):
             raise ValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
         self.box_dir = Path(args.BoxXmlpath or self.root / "Annotations") if schedule == "box" else None

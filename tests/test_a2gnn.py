@@ -161,3 +161,16 @@ def test_relu_dropout_keeps_scaled_positive_entries():
     out.sum().backward()
     torch.testing.assert_close(x.grad, 2.0 * kept.double())
     assert torch.equal(relu_dropout(x, 0.0), F.relu(x))
+
+
+def test_amp_runs_the_embedding_product_in_bfloat16():
+    graph = random_graph(6, 7, 2, seed=6)
+    graph = window_graph(graph.weight.t().reshape(5, 5, 6, 7).float(), 2)
+    x = torch.rand(42, 300)
+    gens = [torch.Generator().manual_seed(0)]
+    full = A2GNN(300, 32, 4, 3, 0.0, generators=gens).eval()
+    gens = [torch.Generator().manual_seed(0)]
+    amp = A2GNN(300, 32, 4, 3, 0.0, generators=gens, amp=True).eval()
+    a, b = full(x, graph)[0], amp(x, graph)[0]
+    assert b.dtype == torch.float32 and amp.embeddinglayer.weight.dtype == torch.float32
+    assert 0 < (a - b).abs().max() < 0.02 * a.abs().max()  # bf16 rounding, not an exact product

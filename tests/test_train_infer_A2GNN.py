@@ -157,3 +157,9 @@ def test_worker_count(monkeypatch):
         worker_count(4, "cuda")
     monkeypatch.setenv("WORLD_SIZE", "4")  # under torchrun: this process is one worker already
     assert worker_count(None, "cuda") == 1
+
+
+def test_amp_is_refused_off_cuda(fake_voc, tmp_path):
+    args = box_script.get_args_parser().parse_args([*common_flags(fake_voc, tmp_path), "--amp", "True"])
+    with pytest.raises(ValueError, match="--amp True needs a CUDA"):
+        box_script.main(args)

@@ -36,7 +36,8 @@ class PropagateConfig:
     """Per-image training settings (SPEC §3.5, §3.7). ``epochs`` is the length of each of the two phases.
 
     schedule ``'box'``: seed + MP loss, then seed + MP + 0.01·CRF. ``'others'``: seed loss, then
-    seed + 0.3·CRF. ``rw``: fuse the random walk of the CAMs into the probabilities.
+    seed + 0.3·CRF. ``rw``: fuse the random walk of the CAMs into the probabilities. ``amp``: bf16 autocast
+    of the embedding product (``A2GNN``).
     """
 
     schedule: str = "box"
@@ -53,6 +54,7 @@ class PropagateConfig:
     logt: int = 6
     rw_weight: float = 3.0
     seed: int = 0
+    amp: bool = False
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -230,7 +232,7 @@ def train_a2gnn(items: Sequence[ImageInputs], cfg: PropagateConfig) -> list[Tens
     ordered = [items[i] for i in order]
     batch = training_batch(ordered, cfg)
     generators = [image_generator(cfg.seed, item.key, device) for item in ordered]
-    model = A2GNN(batch.x.shape[1], cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout, generators)
+    model = A2GNN(batch.x.shape[1], cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout, generators, cfg.amp)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     for crf_weight in (None, CRF_WEIGHT[cfg.schedule]):
         for _ in range(cfg.epochs):
