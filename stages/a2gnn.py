@@ -143,9 +143,13 @@ class A2GNNJob:
             by_size[tuple(inputs["image"].shape)].append(image_id)
         items = []
         for group in by_size.values():
-            with torch.no_grad():
-                images = torch.stack([loaded[i]["image"] for i in group]).to(self.device)
-                features, aff, _ = self.net(images, self.args.radius)
+            try:
+                with torch.no_grad():
+                    images = torch.stack([loaded[i]["image"] for i in group]).to(self.device)
+                    features, aff, _ = self.net(images, self.args.radius)
+            except Exception as err:  # noqa: BLE001 - e.g. out of memory: this size group fails, the rest go on
+                self.results.update(dict.fromkeys(group, err))
+                continue
             for k, image_id in enumerate(group):
                 inputs = loaded[image_id]
                 item = ImageInputs(features[k], aff[k], inputs["seeds"], inputs["image"], inputs["rgb"].shape[:2],
