@@ -347,7 +347,7 @@ def batch_table(sizes: list[int], steps: int, device: str, threads: int) -> None
             row["peak_mb"] = child(schedule, 1.0, 1, device, threads, "memory", images)["peak_mb"]
             rate = images / row["batch_s"]
             print(f"{schedule:8} {images:>6} {row['step1_s']:>11.4f} {row['step2_s']:>11.4f} "
-                  f"{row['batch_s']:>9.1f} {rate:>9.3f} {row['peak_mb']:>9.0f} {TRAIN_AUG / rate / 3600:>9.2f}")
+                  f"{row['batch_s']:>9.1f} {rate:>9.4g} {row['peak_mb']:>9.0f} {TRAIN_AUG / rate / 3600:>9.2f}")
     print(f"s/batch: graph build + {EPOCHS['box']}+{EPOCHS['box']} (box) or {EPOCHS['others']}+"
           f"{EPOCHS['others']} (others) epochs + inference, from the median step; h/{TRAIN_AUG}: hours for "
           "train_aug on one such device, A2GNN training only (affinity net and dense CRF not counted)")
