@@ -99,7 +99,7 @@ class ImageInputs:
     features: ``(Cf, h, w)`` affinity-network features; aff: ``(2r+1, 2r+1, h, w)`` affinities;
     seeds: ``(Hp, Wp)`` long (0..C-1, 255 = unknown, padded with 255), ``Hp = 8h``, ``Wp = 8w``;
     image: ``(3, Hp, Wp)`` normalized image padded with 0; image_size: ``(H, W)`` before padding;
-    boxes: 0-based inclusive boxes (box schedule); cams ``(K, H, W)``, cam_classes ``(K,)``: CAMs for
+    boxes: 0-based inclusive boxes (box schedule); cams ``(M, H, W)``, cam_classes ``(M,)``: CAMs for
     ``cfg.rw``; key: the image's name in its generator's seed (``image_generator``).
     """
 
@@ -123,7 +123,7 @@ def image_generator(seed: int, key: str, device: torch.device | str) -> torch.Ge
 @dataclass
 class Bucket:
     """Images ``start:stop`` of a ``TrainingBatch`` (all of grid size ``h × w``) and their node rows
-    ``nodes``; seeds ``(B, Hp, Wp)`` (pruned in place of the previous epoch's); boxes: ``box_table``."""
+    ``nodes``; seeds ``(B, Hp, Wp)`` (replaced by each epoch's pruned seeds); boxes: ``box_table`` rows."""
 
     start: int
     stop: int
