@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from network import resnet38_aff_gated, resnet38_SEAM
+from stages.a2gnn import SCRIPT_DEFAULTS
 from tool.box_labels import grabcut_box_masks
 from tool.cam import multiscale_cam, seeds_from_cams
 from tool.checkpoint import load_checkpoint
@@ -34,7 +35,7 @@ from tool.cli import default_device
 from tool.crf import A2GNN_CRF, dense_crf
 from tool.label_io import atomic_path, read_image, read_label_png, save_label_png
 from tool.overlay import overlay
-from tool.propagate import SCRIPT_DEFAULTS, STRIDE, PropagateConfig, propagate
+from tool.propagate import STRIDE, PropagateConfig, propagate
 from tool.seed_labels import box_seed_label, point_seed_label, scribble_superpixel_label, superpixels
 from tool.transforms import multiscale_flip_inputs, normalize, pad_to_multiple, resize_image, to_chw_tensor
 from voc12 import CLASS_NAMES, IGNORE

@@ -15,8 +15,9 @@ network is trained with radius 4; pass --radius 4 to match it).
 import argparse
 import sys
 
+from stages.a2gnn import add_a2gnn_arguments, run_a2gnn
 from tool.cli import str2bool
-from tool.propagate import add_a2gnn_arguments, run_a2gnn
+from tool.dist import launch
 from tool.runner import RunSummary
 
 
@@ -38,4 +39,5 @@ def main(args: argparse.Namespace) -> RunSummary:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()).exit_code)
+    args = get_args_parser().parse_args()
+    sys.exit(launch(main, args, args.gpus, args.device))

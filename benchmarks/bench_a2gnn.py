@@ -24,9 +24,18 @@ cannot be reset it falls back to ``ru_maxrss``. On CUDA: ``torch.cuda.max_memory
 memory allocated before the steps.
 Scaling: our step at 1×, 2×, 4× the pixels.
 
+``--batch_images 1,8,32`` prints a second table instead: ``K`` VOC-size images (different random inputs)
+trained together by ``tool.propagate.train_step`` (one A2GNN each), per schedule (box: 150 + 150 epochs
+with the MP loss; others: 50 + 50 without): images per second of the GNN training (graph build + both
+phases extrapolated from the median step + inference; the affinity network and the dense CRF are not
+counted), the peak memory of a batch (CUDA: ``max_memory_allocated`` over the whole batch run; CPU: the
+resident-set peak above the start, in its own child) and the hours 10,582 VOC-size images (train_aug)
+would take at that rate on this device.
+
     python benchmarks/bench_a2gnn.py --threads 2   # 3 timed steps per phase
     python benchmarks/bench_a2gnn.py --quick       # 1 timed step per phase, about a minute on 2 cores
     python benchmarks/bench_a2gnn.py --threads 1   # single-threaded (steadier on a shared machine)
+    python benchmarks/bench_a2gnn.py --device cuda --batch_images 1,8,32,64
 """
 
 from __future__ import annotations
@@ -50,15 +59,26 @@ import torch.nn.functional as F  # noqa: E402
 from gated_crf_reference import GatedCRFLoss  # noqa: E402
 
 from network.a2gnn import A2GNN  # noqa: E402
-from tool.a2gnn_losses import CRF_KERNELS, CRF_RADIUS, crf_kernel_graph  # noqa: E402
+from tool.a2gnn_losses import CRF_KERNELS, CRF_RADIUS  # noqa: E402
 from tool.graph import window_graph  # noqa: E402
-from tool.propagate import CRF_WEIGHT, node_features, train_step, upsample  # noqa: E402
+from tool.propagate import (  # noqa: E402
+    CRF_WEIGHT,
+    ImageInputs,
+    PropagateConfig,
+    image_generator,
+    node_features,
+    train_step,
+    training_batch,
+    upsample,
+)
 from vocabulary import Box  # noqa: E402
 
 VOC_GRID = (47, 63)
 FEATURES = 5632
 RADIUS = 4
 EPOCHS_PER_PHASE = 150
+EPOCHS = {"box": 150, "others": 50}
+TRAIN_AUG = 10582
 
 
 def make_inputs(scale: float, device: torch.device, seed: int = 0) -> dict:
@@ -90,10 +110,10 @@ def dense_attention(x, beta, adj, aff_cropping):
 
 
 def dense_forward(model, x, adj, aff_cropping):
-    x = F.dropout(F.relu(x @ model.embeddinglayer.weight), model.dropout_rate, training=model.training)
+    x = F.dropout(F.relu(x @ model.embeddinglayer.weight[0]), model.dropout_rate, training=model.training)
     for layer in model.attentionlayers:
-        x = dense_attention(x, layer.beta, adj, aff_cropping)
-    return x @ model.outputlayer.weight, x
+        x = dense_attention(x, layer.beta[0], adj, aff_cropping)
+    return x @ model.outputlayer.weight[0], x
 
 
 def dense_mp_loss(pred, fts, boxes, seeds):
@@ -190,18 +210,15 @@ def run_variant(variant: str, scale: float, steps: int, device: torch.device, me
     torch.manual_seed(0)
     sync(device)
     start = time.perf_counter()
-    x = node_features(inputs["features"])
-    graph = window_graph(inputs["aff"], RADIUS)
-    crf_image = F.interpolate(inputs["image"][None], (h, w), mode="bilinear", align_corners=False)[0]
     if variant == "dense":
-        adj, edges = graph.to_dense()
+        x = node_features(inputs["features"])
+        adj, edges = window_graph(inputs["aff"], RADIUS).to_dense()
         structure = (adj, edges.float())
-        crf_input = crf_image
+        crf_input = F.interpolate(inputs["image"][None], (h, w), mode="bilinear", align_corners=False)[0]
     else:
-        structure = graph
-        _ = graph.tiles
-        crf_input = crf_kernel_graph(crf_image)
-        _ = crf_input.tiles
+        structure = training_batch([image_inputs(inputs)], PropagateConfig(schedule="box"))
+        _ = structure.graph.tiles, structure.crf.tiles
+        crf_input = CRF_WEIGHT["box"]
     sync(device)
     setup = time.perf_counter() - start
     model = A2GNN(FEATURES, 256, 21, 3, 0.5).to(device)
@@ -211,7 +228,7 @@ def run_variant(variant: str, scale: float, steps: int, device: torch.device, me
     def step(crf):
         if variant == "dense":
             return dense_step(model, x, structure, seeds, optimizer, boxes, crf, h, w)
-        return train_step(model, x, structure, seeds, optimizer, boxes, crf, CRF_WEIGHT["box"])
+        return train_step(model, structure, optimizer, crf)
 
     result = {"variant": variant, "scale": scale, "grid": f"{h}x{w}", "nodes": h * w}
     if measure == "memory":
@@ -241,21 +258,100 @@ def run_variant(variant: str, scale: float, steps: int, device: torch.device, me
         if variant == "dense":
             dense_forward(model, x, *structure)
         else:
-            model(x, structure)
+            model(structure.x, structure.graph)
     sync(device)
     infer = time.perf_counter() - start
     return {**result, "phase1_s": seconds[0], "phase2_s": seconds[1], "setup_s": setup + infer,
             "image_s": setup + infer + EPOCHS_PER_PHASE * (seconds[0] + seconds[1])}
 
 
-def child(variant: str, scale: float, steps: int, device: str, threads: int, measure: str) -> dict:
-    env = dict(os.environ)
+def image_inputs(inputs: dict, key: str = "") -> ImageInputs:
+    h, w = inputs["h"], inputs["w"]
+    return ImageInputs(inputs["features"], inputs["aff"], inputs["seeds"], inputs["image"], (8 * h, 8 * w),
+                       boxes=inputs["boxes"], key=key)
+
+
+def run_batch(schedule: str, images: int, steps: int, device: torch.device, measure: str) -> dict:
+    """``images`` VOC-size images trained together with ``schedule``: seconds of the whole batch
+    (``measure='time'``, extrapolated from the median of ``steps`` steps per phase) or its peak memory
+    (``'memory'``: one warm-up step and one step per phase, whole-run peak)."""
+    cfg = PropagateConfig(schedule=schedule)
+    base, reset = memory_mark(device) if measure == "memory" else (0, False)
+    items = [image_inputs(make_inputs(1.0, device, seed=k), key=str(k)) for k in range(images)]
+    sync(device)
+    start = time.perf_counter()
+    batch = training_batch(items, cfg)
+    _ = batch.graph.tiles, batch.crf.tiles
+    generators = [image_generator(0, item.key, device) for item in items]
+    model = A2GNN(FEATURES, cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout, generators)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sync(device)
+    setup = time.perf_counter() - start
+    result = {"schedule": schedule, "images": images}
     if measure == "memory":
+        for crf in (None, CRF_WEIGHT[schedule], None, CRF_WEIGHT[schedule]):
+            train_step(model, batch, optimizer, crf)
+        model.eval()
+        with torch.no_grad():
+            model(batch.x, batch.graph)
+        sync(device)
+        return {**result, "peak_mb": (memory_peak(device, reset) - base) / 2 ** 20}
+    seconds = []
+    for crf in (None, CRF_WEIGHT[schedule]):
+        train_step(model, batch, optimizer, crf)  # warm-up
+        times = []
+        for _ in range(steps):
+            sync(device)
+            start = time.perf_counter()
+            train_step(model, batch, optimizer, crf)
+            sync(device)
+            times.append(time.perf_counter() - start)
+        seconds.append(statistics.median(times))
+    model.eval()
+    sync(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(batch.x, batch.graph)
+    sync(device)
+    batch_s = setup + time.perf_counter() - start + EPOCHS[schedule] * sum(seconds)
+    return {**result, "step1_s": seconds[0], "step2_s": seconds[1], "batch_s": batch_s}
+
+
+def child(variant: str, scale: float, steps: int, device: str, threads: int, measure: str,
+          images: int = 0) -> dict:
+    env = dict(os.environ)
+    if measure == "memory" and device == "cpu":
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     cmd = [sys.executable, __file__, "--child", variant, "--measure", measure, "--scale", str(scale),
-           "--steps", str(steps), "--device", device, "--threads", str(threads)]
+           "--steps", str(steps), "--device", device, "--threads", str(threads), "--images", str(images)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
+def batch_table(sizes: list[int], steps: int, device: str, threads: int) -> None:
+    """The ``--batch_images`` table."""
+    print(f"device {device} ({device_name(device)}), {steps} timed step(s) per phase, VOC-size images "
+          f"(47x63 grid, 5632-d features, r = {RADIUS})")
+    header = (f"{'schedule':8} {'images':>6} {'s/step ph1':>11} {'s/step ph2':>11} {'s/batch':>9} "
+              f"{'images/s':>9} {'peak MB':>9} {f'h/{TRAIN_AUG}':>9}")
+    print(header)
+    print("-" * len(header))
+    for schedule in ("box", "others"):
+        for images in sizes:
+            row = child(schedule, 1.0, steps, device, threads, "time", images)
+            row["peak_mb"] = child(schedule, 1.0, 1, device, threads, "memory", images)["peak_mb"]
+            rate = images / row["batch_s"]
+            print(f"{schedule:8} {images:>6} {row['step1_s']:>11.4f} {row['step2_s']:>11.4f} "
+                  f"{row['batch_s']:>9.1f} {rate:>9.4g} {row['peak_mb']:>9.0f} {TRAIN_AUG / rate / 3600:>9.2f}")
+    print(f"s/batch: graph build + {EPOCHS['box']}+{EPOCHS['box']} (box) or {EPOCHS['others']}+"
+          f"{EPOCHS['others']} (others) epochs + inference, from the median step; h/{TRAIN_AUG}: hours for "
+          "train_aug on one such device, A2GNN training only (affinity net and dense CRF not counted)")
 
 
 def main() -> None:
@@ -264,16 +360,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per phase")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
-    parser.add_argument("--child", choices=["ours", "dense"], help=argparse.SUPPRESS)
+    parser.add_argument("--batch_images", default=None, type=str,
+                        help="comma-separated batch sizes: print the images-per-second table instead")
+    parser.add_argument("--child", choices=["ours", "dense", "box", "others"], help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.child in ("box", "others"):
+        print(json.dumps(run_batch(args.child, args.images, args.steps, torch.device(args.device), args.measure)))
+        return
     if args.child:
         print(json.dumps(run_variant(args.child, args.scale, args.steps, torch.device(args.device),
                                      args.measure)))
         return
     steps = 1 if args.quick else args.steps
+    if args.batch_images:
+        batch_table([int(v) for v in args.batch_images.split(",")], steps, args.device, args.threads)
+        return
     print(f"device {args.device}, {torch.get_num_threads()} threads, {steps} timed step(s) per phase")
     rows = [child(variant, scale, steps, args.device, args.threads, "time")
             for variant, scale in (("dense", 1.0), ("ours", 1.0), ("ours", 2.0), ("ours", 4.0))]

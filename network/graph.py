@@ -35,7 +35,8 @@ class TiledWindows:
     center_index ``(T, t²)`` / halo_index ``(T, s²)`` long: node ids, ``N`` where the slot lies outside
     the grid (read a zero row appended to the node features). node_slot ``(N,)`` long: position of each
     node in the flattened ``(T·t²)`` centres. weight ``(T, t², s²)``: ``A_ij`` of the window edges, 0
-    elsewhere; mask ``(T, t², s²)`` bool: the window edges inside the grid.
+    elsewhere; mask ``(T, t², s²)`` bool: the window edges inside the grid. image ``(T,)`` long: the graph
+    each tile belongs to (all 0 for one graph; see ``GraphBatch``).
     """
 
     center_index: Tensor
@@ -43,6 +44,7 @@ class TiledWindows:
     node_slot: Tensor
     weight: Tensor
     mask: Tensor
+    image: Tensor
 
     @functools.cached_property
     def excluded(self) -> Tensor:
@@ -125,4 +127,63 @@ class WindowGraph:
         mask = torch.zeros(size, dtype=torch.bool, device=device)
         mask[entry] = True
         shape = (tiles_y * tiles_x, t * t, s * s)
-        return TiledWindows(center_index, halo_index, node_slot, weight.view(shape), mask.view(shape))
+        image = torch.zeros(shape[0], dtype=torch.long, device=device)
+        return TiledWindows(center_index, halo_index, node_slot, weight.view(shape), mask.view(shape), image)
+
+
+@dataclass
+class GraphBatch:
+    """Disjoint window graphs of ``K`` images, possibly of different sizes, as one graph: image ``k``'s
+    nodes are rows ``offsets[k]:offsets[k+1]`` of the ``(N, ·)`` node tensors, ``N = Σ h_k·w_k``.
+    ``tiles`` concatenates the graphs' tiles (node ids shifted, ``N`` = outside every grid,
+    ``tiles.image`` = the image of each tile), so one batched product covers every image."""
+
+    graphs: list[WindowGraph]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Nodes per image."""
+        return [g.num_nodes for g in self.graphs]
+
+    @property
+    def num_nodes(self) -> int:
+        return sum(self.sizes)
+
+    @functools.cached_property
+    def offsets(self) -> list[int]:
+        """``K + 1`` node offsets."""
+        out = [0]
+        for n in self.sizes:
+            out.append(out[-1] + n)
+        return out
+
+    @functools.cached_property
+    def node_image(self) -> Tensor:
+        """``(N,)`` long: the image of each node."""
+        device = self.graphs[0].index.device
+        sizes = torch.tensor(self.sizes, device=device)
+        return torch.repeat_interleave(torch.arange(len(self.graphs), device=device), sizes)
+
+    @functools.cached_property
+    def tiles(self) -> TiledWindows:
+        """The graphs' tiles (each graph's own ``tiles``) concatenated."""
+        parts = [g.tiles for g in self.graphs]
+        if len(parts) == 1:
+            return parts[0]
+        if len({p.weight.shape[1:] for p in parts}) > 1:
+            raise ValueError("GraphBatch: the graphs need the same radius and tile size")
+        total = self.num_nodes
+        center, halo, slot, image = [], [], [], []
+        slots = 0
+        for k, (part, n, start) in enumerate(zip(parts, self.sizes, self.offsets, strict=False)):
+            def shift(index: Tensor, n: int = n, start: int = start) -> Tensor:
+                return torch.where(index < n, index + start, total)
+
+            center.append(shift(part.center_index))
+            halo.append(shift(part.halo_index))
+            slot.append(part.node_slot + slots)
+            image.append(torch.full_like(part.image, k))
+            slots += part.center_index.numel()
+        return TiledWindows(torch.cat(center), torch.cat(halo), torch.cat(slot),
+                            torch.cat([p.weight for p in parts]), torch.cat([p.mask for p in parts]),
+                            torch.cat(image))

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from network.a2gnn import A2GNN, AffinityAttention, relu_dropout
+from network.graph import GraphBatch
 from tool.graph import window_graph
 
 
@@ -16,11 +17,12 @@ def dense_layer(x, beta, weights, edges):
     return F.softmax(beta * cos + mask + 10 * weights, dim=1) @ x
 
 
-def dense_model(model, x, weights, edges):
-    z = F.relu(x @ model.embeddinglayer.weight)
+def dense_model(model, x, weights, edges, k=0):
+    """Image ``k``'s A2GNN of ``model`` written densely on its own graph."""
+    z = F.relu(x @ model.embeddinglayer.weight[k])
     for layer in model.attentionlayers:
-        z = dense_layer(z, layer.beta, weights, edges)
-    return z @ model.outputlayer.weight, z
+        z = dense_layer(z, layer.beta[k], weights, edges)
+    return z @ model.outputlayer.weight[k], z
 
 
 def random_graph(h, w, radius, seed):
@@ -74,17 +76,65 @@ def test_model_forward_and_gradients_equal_dense(h, w, radius, tile):
         torch.testing.assert_close(grads[k], p.grad, rtol=0, atol=1e-5, msg=k)
 
 
-def test_parameter_names_and_shapes():
-    model = A2GNN(nfeat=40, nhid=16, nclass=21, nlayers=3, dropout_rate=0.5)
+@pytest.mark.parametrize("images", [1, 3])
+def test_parameter_names_and_shapes(images):
+    model = A2GNN(nfeat=40, nhid=16, nclass=21, nlayers=3, dropout_rate=0.5, generators=[None] * images)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes == {
-        "embeddinglayer.weight": (40, 16),
-        "attentionlayers.0.beta": (1,),
-        "attentionlayers.1.beta": (1,),
-        "attentionlayers.2.beta": (1,),
-        "outputlayer.weight": (16, 21),
+        "embeddinglayer.weight": (images, 40, 16),
+        "attentionlayers.0.beta": (images,),
+        "attentionlayers.1.beta": (images,),
+        "attentionlayers.2.beta": (images,),
+        "outputlayer.weight": (images, 16, 21),
     }
-    assert all(0 <= model.attentionlayers[i].beta.item() <= 1 for i in range(3))
+    assert all(((layer.beta >= 0) & (layer.beta <= 1)).all() for layer in model.attentionlayers)
+    bound = (6 / (40 + 16)) ** 0.5  # Xavier uniform
+    assert model.embeddinglayer.weight.abs().max() <= bound < 1.05 * model.embeddinglayer.weight.abs().max()
+
+
+def test_batched_images_of_different_sizes_equal_dense_per_image():
+    """Three disjoint graphs (different sizes) in one GraphBatch: each image's logits, embedding and
+    parameter gradients equal the dense formulation of its own A2GNN on its own graph."""
+    graphs = [random_graph(6, 7, 2, seed=1), random_graph(4, 9, 2, seed=2), random_graph(6, 7, 2, seed=3)]
+    batch = GraphBatch(graphs)
+    gens = [torch.Generator().manual_seed(k) for k in range(3)]
+    model = A2GNN(nfeat=5, nhid=8, nclass=4, nlayers=3, dropout_rate=0.5, generators=gens).double().eval()
+    x = torch.rand(batch.num_nodes, 5, dtype=torch.float64) - 0.2  # signed embeddings: some cos < 0
+    logits, emb = model(x, batch)
+    target = torch.randn_like(logits)
+    ((logits * target).sum() + emb.pow(2).sum()).backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    offsets = batch.offsets
+    for k, graph in enumerate(graphs):
+        part = slice(offsets[k], offsets[k + 1])
+        weights, edges = graph.to_dense()
+        ref_logits, ref_emb = dense_model(model, x[part], weights, edges, k)
+        ((ref_logits * target[part]).sum() + ref_emb.pow(2).sum()).backward()
+        torch.testing.assert_close(logits[part], ref_logits, rtol=0, atol=1e-10)
+        torch.testing.assert_close(emb[part], ref_emb, rtol=0, atol=1e-10)
+    for k, p in model.named_parameters():  # image k's slice got only image k's gradient
+        torch.testing.assert_close(grads[k], p.grad, rtol=0, atol=1e-10, msg=k)
+
+
+def test_image_parameters_and_dropout_come_from_the_image_generator():
+    """An image's initial parameters and dropout masks depend on its own generator only."""
+    graphs = [random_graph(5, 6, 1, seed=4), random_graph(3, 4, 1, seed=5)]
+    x = torch.rand(30 + 12, 7, dtype=torch.float64)
+
+    def run(seeds, parts):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        model = A2GNN(nfeat=7, nhid=6, nclass=3, nlayers=2, dropout_rate=0.5, generators=gens).double().train()
+        batch = GraphBatch([graphs[i] for i in parts])
+        feats = torch.cat([x[:30] if i == 0 else x[30:] for i in parts])
+        return model(feats, batch)[0], model
+
+    alone, model_alone = run([11], [0])
+    both, model_both = run([11, 12], [0, 1])
+    torch.testing.assert_close(both[:30], alone, rtol=0, atol=1e-12)
+    assert torch.equal(model_both.embeddinglayer.weight[0], model_alone.embeddinglayer.weight[0])
+    other, _ = run([13], [0])
+    assert not torch.allclose(other, alone)
 
 
 def test_dropout_only_in_training():
@@ -112,3 +162,16 @@ def test_relu_dropout_keeps_scaled_positive_entries():
     out.sum().backward()
     torch.testing.assert_close(x.grad, 2.0 * kept.double())
     assert torch.equal(relu_dropout(x, 0.0), F.relu(x))
+
+
+def test_amp_runs_the_embedding_product_in_bfloat16():
+    graph = random_graph(6, 7, 2, seed=6)
+    graph = window_graph(graph.weight.t().reshape(5, 5, 6, 7).float(), 2)
+    x = torch.rand(42, 300)
+    gens = [torch.Generator().manual_seed(0)]
+    full = A2GNN(300, 32, 4, 3, 0.0, generators=gens).eval()
+    gens = [torch.Generator().manual_seed(0)]
+    amp = A2GNN(300, 32, 4, 3, 0.0, generators=gens, amp=True).eval()
+    a, b = full(x, graph)[0], amp(x, graph)[0]
+    assert b.dtype == torch.float32 and amp.embeddinglayer.weight.dtype == torch.float32
+    assert 0 < (a - b).abs().max() < 0.02 * a.abs().max()  # bf16 rounding, not an exact product

@@ -5,17 +5,17 @@ import torch
 import torch.nn.functional as F
 from gated_crf_reference import GatedCRFLoss
 
+from network.graph import GraphBatch
 from tool.a2gnn_losses import (
     bilinear_at,
     bilinear_points,
+    box_table,
     crf_kernel_graph,
     gated_crf_term,
     interpolation_matrix,
     mp_loss,
-    random_walk,
     seed_loss,
 )
-from tool.graph import window_graph
 from vocabulary import Box
 
 
@@ -148,22 +148,6 @@ def test_mp_loss_without_boxes_is_zero():
     assert loss.item() == 0.0 and torch.equal(pruned, torch.zeros(16, 16).long())
 
 
-@pytest.mark.parametrize("radius,logt", [(1, 3), (3, 4), (4, 2)])
-def test_random_walk_equals_dense_repeated_squaring(radius, logt):
-    torch.manual_seed(4)
-    h, w, beta = 7, 9, 8
-    aff = torch.rand(2 * radius + 1, 2 * radius + 1, h, w, dtype=torch.float64) * 0.5 + 0.5
-    graph = window_graph(aff, radius, self_weight=None)
-    dense, _ = graph.to_dense()
-    trans = dense.pow(beta)
-    trans = trans / trans.sum(dim=0, keepdim=True)
-    for _ in range(logt):
-        trans = trans @ trans
-    scores = torch.rand(5, h, w, dtype=torch.float64)
-    ref = (scores.reshape(5, -1) @ trans).reshape(5, h, w)
-    torch.testing.assert_close(random_walk(scores, graph, beta, logt), ref, rtol=1e-9, atol=1e-12)
-
-
 def test_gated_crf_term_equals_potts_formula():
     torch.manual_seed(5)
     c, h, w, r = 3, 5, 7, 5
@@ -191,3 +175,49 @@ def test_gated_crf_term_equals_potts_formula():
                             {"rgb": image[None]}, h, w)["loss"]
     module.backward()
     torch.testing.assert_close(grad, logits.grad, rtol=0, atol=1e-12)
+
+
+def test_batched_losses_equal_the_losses_of_each_image():
+    """Three images of one grid size with 2, 0 and 3 boxes: the batched seed loss, MP loss (vectorised
+    over boxes) and pruning equal the published full-resolution ones image by image, with gradients."""
+    torch.manual_seed(6)
+    h, w, size = 5, 7, (40, 56)
+    grid = torch.randn(3, 21, h, w, dtype=torch.float64, requires_grad=True)
+    emb = torch.randn(3, 16, h, w, dtype=torch.float64, requires_grad=True)
+    seeds = torch.randint(0, 3, (3, *size))
+    seeds[seeds == 1] = 4
+    seeds[seeds == 2] = 9
+    seeds[torch.rand(3, *size) < 0.2] = 255
+    boxes = [[Box(4, 3, 5, 30, 39), Box(9, 20, 0, 55, 20)], [],
+             [Box(9, 0, 30, 10, 39), Box(4, 40, 30, 40, 39), Box(9, 5, 2, 50, 35)]]
+    table = box_table(boxes)
+    weights = torch.randn(2, 3, dtype=torch.float64)
+    mp, pruned = mp_loss(grid, emb, table, seeds)
+    seed = seed_loss(grid, pruned)
+    ((weights[0] * mp).sum() + (weights[1] * seed).sum()).backward()
+    grads = grid.grad.clone(), emb.grad.clone()
+    assert mp.shape == seed.shape == (3,) and mp[1] == 0
+    grid.grad, emb.grad = None, None
+    for k in range(3):
+        if boxes[k]:
+            ref_mp, ref_pruned = published_mp(upsample(grid[k], size), upsample(emb[k], size), boxes[k], seeds[k])
+        else:
+            ref_mp, ref_pruned = grid.new_zeros(()), seeds[k]
+        ref_seed = seed_loss(grid[k], ref_pruned)
+        (weights[0, k] * ref_mp + weights[1, k] * ref_seed).backward()
+        torch.testing.assert_close(mp[k], ref_mp, rtol=0, atol=1e-10)
+        torch.testing.assert_close(seed[k], ref_seed, rtol=0, atol=1e-10)
+        assert torch.equal(pruned[k], ref_pruned)
+    torch.testing.assert_close(grads[0], grid.grad, rtol=0, atol=1e-10)
+    torch.testing.assert_close(grads[1], emb.grad, rtol=0, atol=1e-10)
+    assert (pruned[2] == 255).sum() > (seeds[2] == 255).sum()  # the check pruned something
+
+
+def test_gated_crf_term_of_a_graph_batch_is_per_image():
+    torch.manual_seed(7)
+    images = [torch.randn(3, 5, 7, dtype=torch.float64), torch.randn(3, 4, 9, dtype=torch.float64)]
+    kernels = [crf_kernel_graph(image) for image in images]
+    probs = [F.softmax(torch.randn(20, 35 if k == 0 else 36, dtype=torch.float64), dim=0).t() for k in range(2)]
+    batched = gated_crf_term(torch.cat(probs), GraphBatch(kernels))
+    ref = torch.stack([gated_crf_term(p, kern) for p, kern in zip(probs, kernels, strict=True)])
+    torch.testing.assert_close(batched, ref, rtol=0, atol=1e-12)

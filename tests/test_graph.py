@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tool.graph import window_graph
+from tool.graph import random_walk, window_graph
 
 SHAPES = [(5, 7, 1), (6, 4, 2), (9, 11, 3), (3, 3, 4), (8, 10, 4)]
 
@@ -78,3 +78,19 @@ def test_tiled_layout_holds_the_same_graph(h, w, radius, tile):
 def test_wrong_affinity_shape_is_refused():
     with pytest.raises(ValueError, match="2r\\+1"):
         window_graph(torch.rand(7, 7, 4, 4), radius=4)
+
+
+@pytest.mark.parametrize("radius,logt", [(1, 3), (3, 4), (4, 2)])
+def test_random_walk_equals_dense_repeated_squaring(radius, logt):
+    torch.manual_seed(4)
+    h, w, beta = 7, 9, 8
+    aff = torch.rand(2 * radius + 1, 2 * radius + 1, h, w, dtype=torch.float64) * 0.5 + 0.5
+    graph = window_graph(aff, radius, self_weight=None)
+    dense, _ = graph.to_dense()
+    trans = dense.pow(beta)
+    trans = trans / trans.sum(dim=0, keepdim=True)
+    for _ in range(logt):
+        trans = trans @ trans
+    scores = torch.rand(5, h, w, dtype=torch.float64)
+    ref = (scores.reshape(5, -1) @ trans).reshape(5, h, w)
+    torch.testing.assert_close(random_walk(scores, graph, beta, logt), ref, rtol=1e-9, atol=1e-12)

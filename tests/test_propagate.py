@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tool.propagate import PropagateConfig, node_features, propagate
+from tool.propagate import ImageInputs, PropagateConfig, node_features, propagate, propagate_batch, train_a2gnn
 from vocabulary import Box
 
 H, W = 90, 124  # image size; padded to 96 x 128, grid 12 x 16
@@ -110,3 +110,53 @@ def test_inputs_are_checked():
     bad[0, 0] = 30
     with pytest.raises(ValueError, match="seed labels"):
         propagate(features, aff, bad, image, (H, W), PropagateConfig(schedule="others"))
+
+
+def scene_inputs(seed, crop, boxes, key):
+    """``synthetic_scene`` cut to ``crop`` (rows, cols of whole grid cells) with ``boxes`` of it."""
+    features, aff, seeds, image, _ = synthetic_scene(seed=seed)
+    rows, cols = crop
+    height, width = 8 * rows - 3, 8 * cols - 5  # not multiples of 8
+    seeds = seeds[:8 * rows, :8 * cols].clone()
+    seeds[height:], seeds[:, width:] = 255, 255
+    return ImageInputs(features[:, :rows, :cols], aff[..., :rows, :cols], seeds, image[:, :8 * rows, :8 * cols],
+                       (height, width), boxes=boxes, key=key)
+
+
+BATCH = [  # two grid sizes, one shared by two images; 2, 1, 0 and 3 boxes
+    ((12, 16), [Box(3, 16, 16, 55, 63), Box(8, 72, 40, 119, 84)]),
+    ((9, 13), [Box(3, 16, 16, 55, 63)]),
+    ((12, 16), []),
+    ((9, 13), [Box(8, 72, 40, 100, 70), Box(3, 10, 10, 40, 40), Box(3, 30, 5, 60, 66)]),
+]
+
+
+@pytest.mark.parametrize("schedule", ["box", "others"])
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_batched_images_train_as_if_alone(schedule, dropout):
+    """K images of different sizes and box counts trained together give each image's logits and labels
+    of training it alone (1e-5), with dropout off and on (each image draws from its own generator)."""
+    items = [scene_inputs(seed, crop, boxes, f"img{seed}") for seed, (crop, boxes) in enumerate(BATCH)]
+    cfg = PropagateConfig(schedule=schedule, epochs=4, lr=0.05, hidden=16, dropout=dropout, seed=3)
+    batched = train_a2gnn(items, cfg)
+    for item, logits in zip(items, batched, strict=True):
+        alone = train_a2gnn([item], cfg)[0]
+        assert logits.shape == (item.features.shape[1] * item.features.shape[2], 21)
+        torch.testing.assert_close(logits, alone, rtol=0, atol=1e-5)
+        assert torch.equal(logits.argmax(1), alone.argmax(1))
+    # the result depends on the image's key, not on its place in the batch
+    shuffled = train_a2gnn(items[::-1], cfg)[::-1]
+    for a, b in zip(batched, shuffled, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    other_key = train_a2gnn([ImageInputs(**{**items[0].__dict__, "key": "another"})], cfg)[0]
+    assert not torch.allclose(other_key, batched[0], atol=1e-3)
+
+
+def test_batched_probabilities_equal_single_image_calls():
+    items = [scene_inputs(seed, crop, boxes, f"img{seed}") for seed, (crop, boxes) in enumerate(BATCH[:2])]
+    cfg = PropagateConfig(schedule="box", epochs=2, hidden=16, seed=1)
+    for item, probs in zip(items, propagate_batch(items, cfg), strict=True):
+        assert probs.shape == (21, *item.image_size)
+        single = propagate(item.features, item.aff, item.seeds, item.image, item.image_size, cfg,
+                           boxes=item.boxes, key=item.key)
+        torch.testing.assert_close(probs, single, rtol=0, atol=1e-5)

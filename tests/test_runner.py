@@ -112,3 +112,25 @@ def test_full_disk_stops_the_run_naming_the_path(tmp_path, capsys):
     assert calls == ["a"] and summary.exit_code == 1 and summary.stopped
     err = capsys.readouterr().err
     assert f"no space left on the device while writing {tmp_path / 'a.png'}" in err and "--overwrite" in err
+
+
+def test_batches_are_prepared_before_their_images_and_skip_finished_ones(tmp_path):
+    ids = ["a", "b", "c", "d", "e", "f"]
+    (tmp_path / "b.txt").write_text("done before")
+    events = []
+
+    def prepare(batch):
+        events.append(("prepare", *batch))
+        if "e" in batch:
+            raise RuntimeError("out of memory")
+
+    def process(image_id):
+        events.append(("process", image_id))
+        (tmp_path / f"{image_id}.txt").write_text("ok")
+
+    summary = run_per_image(ids, process, lambda i: [tmp_path / f"{i}.txt"], desc="test", batch_size=2,
+                            prepare=prepare)
+    assert events == [("prepare", "a", "c"), ("process", "a"), ("process", "c"),
+                      ("prepare", "d", "e"), ("prepare", "f"), ("process", "f")]
+    assert (summary.done, summary.skipped) == (3, 1)
+    assert summary.failed == [("d", "RuntimeError: out of memory"), ("e", "RuntimeError: out of memory")]

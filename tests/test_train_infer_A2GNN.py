@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ import train_infer_A2GNN_others as others_script
 from network.resnet38_aff_gated import Net
 from tool.cam import save_cams
 from tool.checkpoint import save_checkpoint
+from tool.dist import launch, worker_count
 from tool.label_io import load_npz, read_label_png, save_label_png
 
 SIZE = (44, 60)  # H, W: not multiples of 8
@@ -89,3 +92,74 @@ def test_others_script_with_random_walk(fake_voc, tmp_path):
 def test_rw_flag_parses_false_as_off():
     args = others_script.get_args_parser().parse_args(["--voc12_root", "x", "--rw", "False"])
     assert args.rw is False and args.epochs == 50 and args.lr == 0.03
+
+
+def test_batched_images_give_the_labels_of_one_at_a_time(fake_voc, tmp_path):
+    """--batch_images 4 over images of two sizes (and one failing image in the batch) writes the labels
+    and probabilities of --batch_images 1; the failure is reported by name and the rest finish."""
+    root = tmp_path / "voc"
+    shutil.copytree(fake_voc, root)
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 60, (37, 52, 3), dtype=np.uint8)
+    image[5:25, 10:30] = (40, 200, 40)
+    Image.fromarray(image).save(root / "JPEGImages" / "2007_000004.jpg")
+    (root / "Annotations" / "2007_000004.xml").write_text(
+        "<annotation><size><width>52</width><height>37</height><depth>3</depth></size>"
+        "<object><name>dog</name><difficult>0</difficult><bndbox><xmin>11</xmin><ymin>6</ymin>"
+        "<xmax>30</xmax><ymax>25</ymax></bndbox></object>"
+        "<object><name>cat</name><difficult>0</difficult><bndbox><xmin>2</xmin><ymin>20</ymin>"
+        "<xmax>50</xmax><ymax>36</ymax></bndbox></object></annotation>")
+    seeds = np.full((37, 52), 255, np.uint8)
+    seeds[:4] = 0
+    seeds[10:20, 15:25] = 12
+    save_label_png(root / "seeds" / "2007_000004.png", seeds)
+    ids = [*IDS, "2007_000003", "2007_000004"]
+    (root / "ImageSets" / "Segmentation" / "tiny.txt").write_text("\n".join(ids) + "\n")
+    outputs = {}
+    for batch in (1, 4):
+        out = tmp_path / f"batch{batch}"
+        flags = [*common_flags(root, out / "labels"), "--save_probs", str(out / "probs"), "--radius", "2",
+                 "--batch_images", str(batch)]
+        summary = box_script.main(box_script.get_args_parser().parse_args(flags))
+        assert summary.done == 3 and [image_id for image_id, _ in summary.failed] == ["2007_000003"]
+        outputs[batch] = out
+    for image_id in [*IDS, "2007_000004"]:
+        one = read_label_png(outputs[1] / "labels" / f"{image_id}.png")
+        assert np.array_equal(one, read_label_png(outputs[4] / "labels" / f"{image_id}.png"))
+        np.testing.assert_allclose(load_npz(outputs[1] / "probs" / f"{image_id}.npz")["probs"],
+                                   load_npz(outputs[4] / "probs" / f"{image_id}.npz")["probs"], atol=1e-3)
+    assert read_label_png(outputs[4] / "labels" / "2007_000004.png").shape == (37, 52)
+
+
+def test_two_cpu_workers_write_what_one_process_writes(fake_voc, tmp_path, capsys):
+    """``--gpus 2 --device cpu``: two spawned gloo workers (the path a plain ``python`` run takes on a
+    2-GPU machine) shard the list and write the same files, with the same labels, as one process."""
+    outputs = {}
+    for gpus in (1, 2):
+        out = tmp_path / f"gpus{gpus}"
+        args = box_script.get_args_parser().parse_args(
+            [*common_flags(fake_voc, out / "labels"), "--radius", "2", "--gpus", str(gpus)])
+        assert launch(box_script.main, args, args.gpus, args.device) == 1  # 2007_000003 has no seeds
+        outputs[gpus] = out / "labels"
+    assert "starting 2 worker processes" in capsys.readouterr().out
+    names = sorted(p.name for p in outputs[1].iterdir())
+    assert names == sorted(p.name for p in outputs[2].iterdir()) == [f"{i}.png" for i in IDS]
+    for name in names:
+        assert np.array_equal(read_label_png(outputs[1] / name), read_label_png(outputs[2] / name))
+
+
+def test_worker_count(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert worker_count(None, "cpu") == 1 and worker_count(3, "cpu") == 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert worker_count(None, "cuda") == 2 and worker_count(1, "cuda") == 1 and worker_count(None, "cuda:1") == 1
+    with pytest.raises(ValueError, match="only 2 GPU"):
+        worker_count(4, "cuda")
+    monkeypatch.setenv("WORLD_SIZE", "4")  # under torchrun: this process is one worker already
+    assert worker_count(None, "cuda") == 1
+
+
+def test_amp_is_refused_off_cuda(fake_voc, tmp_path):
+    args = box_script.get_args_parser().parse_args([*common_flags(fake_voc, tmp_path), "--amp", "True"])
+    with pytest.raises(ValueError, match="--amp True needs a CUDA"):
+        box_script.main(args)

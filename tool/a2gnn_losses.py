@@ -1,10 +1,11 @@
-"""Losses of the per-image A2GNN training (algorithm.md §3.4) and the random-walk fusion (algorithm.md §3.7).
+"""Losses of the per-image A2GNN training (algorithm.md §3.4), for a batch of ``B`` images of one grid size.
 
-Grid tensors are ``(C, h, w)`` at feature resolution; the losses see their upsampling to the padded
-image resolution ``Hp = 8h``, ``Wp = 8w`` of the seed maps, ``(Hp, Wp)`` long with classes 0..C-1 and
-255 = unknown. Upsampling is bilinear with ``align_corners=False`` everywhere. No full-resolution tensor
-outlives a loss call: the seed loss computes its gradient in its forward pass, the MP loss upsamples only
-box crops and points, the gated CRF kernel is a window graph built once per image.
+Grid tensors are ``(B, C, h, w)`` at feature resolution (``(C, h, w)`` for one image where noted); the
+losses see their upsampling to the padded image resolution ``Hp = 8h``, ``Wp = 8w`` of the seed maps,
+``(B, Hp, Wp)`` long with classes 0..C-1 and 255 = unknown, and return one loss per image ``(B,)``.
+Upsampling is bilinear with ``align_corners=False`` everywhere. No full-resolution tensor outlives a loss
+call: the seed loss computes its gradient in its forward pass, the MP loss upsamples only box crops'
+argmax maps and points, the gated CRF kernel is a window graph built once per image.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from network.a2gnn import COS_EPS
-from network.graph import WindowGraph
+from network.graph import GraphBatch, WindowGraph
 from tool.gated_crf_loss import SIGMA_RGB, SIGMA_XY, gated_crf_kernels
 from tool.graph import window_graph
 from vocabulary import IGNORE, Box
@@ -48,16 +49,22 @@ def bilinear_at(grid: Tensor, rows: Tensor, cols: Tensor, out_size: tuple[int, i
     return across[:, y0] * wy0[:, None] + across[:, y1] * wy1[:, None]
 
 
-def bilinear_points(grid: Tensor, ys: Tensor, xs: Tensor, out_size: tuple[int, int]) -> Tensor:
-    """The upsampling of ``grid`` ``(C, h, w)`` to ``out_size`` at the points ``(ys[p], xs[p])``:
-    ``(P, C)``. Reads the four tap nodes' rows of ``(h·w, C)`` in one ``index_select`` (no copy when
-    ``grid`` is the transposed view of node-major ``(N, C)`` values; its gradient is one ``index_add``)."""
-    y0, y1, wy0, wy1 = bilinear_taps(ys, grid.shape[1], out_size[0], grid.dtype)
-    x0, x1, wx0, wx1 = bilinear_taps(xs, grid.shape[2], out_size[1], grid.dtype)
-    w = grid.shape[2]
+def bilinear_points(grid: Tensor, ys: Tensor, xs: Tensor, out_size: tuple[int, int],
+                    images: Tensor | None = None) -> Tensor:
+    """The upsampling of ``grid`` ``(B, C, h, w)`` (or ``(C, h, w)``) to ``out_size`` at the points
+    ``(images[p], ys[p], xs[p])`` (``images`` default 0): ``(P, C)``. Reads the four tap nodes' rows of
+    ``(B·h·w, C)`` in one ``index_select`` (no copy when ``grid`` is the permuted view of node-major
+    ``(B·N, C)`` values; its gradient is one ``index_add``)."""
+    if grid.dim() == 3:
+        grid = grid[None]
+    y0, y1, wy0, wy1 = bilinear_taps(ys, grid.shape[2], out_size[0], grid.dtype)
+    x0, x1, wx0, wx1 = bilinear_taps(xs, grid.shape[3], out_size[1], grid.dtype)
+    h, w = grid.shape[2:]
     index = torch.cat([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1])
+    if images is not None:
+        index = index + (images * (h * w)).repeat(4)
     weight = torch.cat([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1])
-    taps = grid.flatten(1).t().index_select(0, index) * weight[:, None]  # (4P, C)
+    taps = grid.permute(0, 2, 3, 1).reshape(-1, grid.shape[1]).index_select(0, index) * weight[:, None]
     return taps.view(4, len(ys), -1).sum(dim=0)
 
 
@@ -74,22 +81,24 @@ def interpolation_matrix(in_size: int, out_size: int, dtype: torch.dtype,
 
 
 class UpsampledSeedLoss(torch.autograd.Function):
-    """``(grid (C, h, w), seeds (Hp, Wp)) -> scalar``: the seed loss of the upsampled logits. Forward also
-    computes the gradient, ``R_yᵀ · (weight · (softmax − onehot)) · R_x``, and keeps only that ``(C, h, w)``
-    tensor: no full-resolution tensor outlives the call."""
+    """``(grid (B, C, h, w), seeds (B, Hp, Wp)) -> (B,)``: the seed loss of the upsampled logits of each
+    image. Forward also computes the gradient, ``R_yᵀ · (weight · (softmax − onehot)) · R_x``, and keeps
+    only that ``(B, C, h, w)`` tensor: no full-resolution tensor outlives the call."""
 
     @staticmethod
     def forward(ctx, grid: Tensor, seeds: Tensor) -> Tensor:
-        rows = interpolation_matrix(grid.shape[1], seeds.shape[0], grid.dtype, grid.device)
-        cols = interpolation_matrix(grid.shape[2], seeds.shape[1], grid.dtype, grid.device)
-        log_probs = F.log_softmax(torch.matmul(rows, grid @ cols.t()), dim=0)  # (C, Hp, Wp)
-        target = seeds.clamp(max=grid.shape[0] - 1)[None]
+        rows = interpolation_matrix(grid.shape[2], seeds.shape[1], grid.dtype, grid.device)
+        cols = interpolation_matrix(grid.shape[3], seeds.shape[2], grid.dtype, grid.device)
+        log_probs = F.log_softmax(torch.matmul(rows, grid @ cols.t()), dim=1)  # (B, C, Hp, Wp)
+        target = seeds.clamp(max=grid.shape[1] - 1)[:, None]
         background = seeds == 0
         foreground = ~background & (seeds != IGNORE)
         # each pixel weighted by 1 / (pixels of its term): the weighted sum is the sum of the two means
-        weight = sum(member.to(grid.dtype) / member.sum().clamp(min=1) for member in (background, foreground))
-        loss = -(log_probs.gather(0, target)[0] * weight).sum()
-        grad_pred = log_probs.exp_().scatter_add_(0, target, log_probs.new_full(target.shape, -1.0)).mul_(weight)
+        weight = sum(member.to(grid.dtype) / member.sum(dim=(1, 2), keepdim=True).clamp(min=1)
+                     for member in (background, foreground))
+        loss = -(log_probs.gather(1, target)[:, 0] * weight).sum(dim=(1, 2))
+        grad_pred = log_probs.exp_().scatter_add_(1, target, log_probs.new_full(target.shape, -1.0))
+        grad_pred.mul_(weight[:, None])
         ctx.save_for_backward(torch.matmul(rows.t(), grad_pred) @ cols)
         return loss
 
@@ -97,17 +106,19 @@ class UpsampledSeedLoss(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         (grad_grid,) = ctx.saved_tensors
-        return grad * grad_grid, None
+        return grad[:, None, None, None] * grad_grid, None
 
 
 def seed_loss(grid: Tensor, seeds: Tensor) -> Tensor:
     """Balanced seed loss of the logits upsampled to the seeds: mean CE over background seeds + mean CE over
-    foreground seeds.
+    foreground seeds, per image.
 
-    grid: ``(C, h, w)`` logits; seeds: ``(Hp, Wp)`` long, 0 = background, 1..C-1 = foreground, 255 =
-    unknown. The logits are upsampled bilinearly to ``(Hp, Wp)``. A term without pixels is 0 (**FIX**: the
-    published code returns NaN).
+    grid: ``(B, C, h, w)`` logits; seeds: ``(B, Hp, Wp)`` long, 0 = background, 1..C-1 = foreground, 255
+    = unknown. Returns ``(B,)`` (a scalar for ``(C, h, w)`` and ``(Hp, Wp)``). The logits are upsampled
+    bilinearly to ``(Hp, Wp)``. A term without pixels is 0 (**FIX**: the published code returns NaN).
     """
+    if grid.dim() == 3:
+        return UpsampledSeedLoss.apply(grid[None], seeds[None])[0]
     return UpsampledSeedLoss.apply(grid, seeds)
 
 
@@ -119,80 +130,107 @@ def crf_kernel_graph(image: Tensor) -> WindowGraph:
     return window_graph(kernel, CRF_RADIUS, self_weight=None)
 
 
-def gated_crf_term(probs: Tensor, kernel: WindowGraph) -> Tensor:
+def gated_crf_term(probs: Tensor, kernel: WindowGraph | GraphBatch) -> Tensor:
     """Gated CRF loss (Potts) of ``probs`` ``(N, C)`` (softmax of the node logits) with the kernel graph
-    ``kernel`` (``crf_kernel_graph``): ``(Σ K − Σ_c Σ_i y_ci Σ_j K_ij y_cj) / N``, the Potts form of
-    the gated CRF loss. The window sums ``Σ_j K_ij y_cj`` are batched products over the kernel's tiles."""
-    tiles = kernel.tiles
-    padded = torch.cat([probs, probs.new_zeros(1, probs.shape[1])])  # row N: outside the grid
+    ``kernel`` (``crf_kernel_graph``, or a ``GraphBatch`` of them: then ``(K,)``, one per image):
+    ``(Σ K − Σ_c Σ_i y_ci Σ_j K_ij y_cj) / N``, the Potts form of the gated CRF loss. The window sums
+    ``Σ_j K_ij y_cj`` are batched products over the kernel's tiles."""
+    batch = GraphBatch([kernel]) if isinstance(kernel, WindowGraph) else kernel
+    tiles = batch.tiles
+    padded = torch.cat([probs, probs.new_zeros(1, probs.shape[1])])  # row N: outside every grid
     halo = padded.index_select(0, tiles.halo_index.view(-1)).view(*tiles.halo_index.shape, -1)
     smoothed = torch.bmm(tiles.weight, halo).view(-1, probs.shape[1]).index_select(0, tiles.node_slot)
-    return (tiles.weight.sum() - (smoothed * probs).sum()) / kernel.num_nodes
+    count = len(batch.graphs)
+    total = probs.new_zeros(count).index_add_(0, tiles.image, tiles.weight.sum(dim=(1, 2)))
+    agree = probs.new_zeros(count).index_add_(0, batch.node_image, (smoothed * probs).sum(dim=1))
+    loss = (total - agree) / torch.tensor(batch.sizes, dtype=probs.dtype, device=probs.device)
+    return loss[0] if isinstance(kernel, WindowGraph) else loss
 
 
-def box_points(grid: Tensor, box: Box, out_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """MP points of ``box`` on the upsampling of ``grid`` ``(C, h, w)`` to ``out_size``: for every box row
-    the column of its largest class-``box.cls`` logit, then for every box column the row of its largest
-    one. Only the box crop of that class is upsampled. Returns ``(ys, xs)`` long, ``h_b + w_b`` points in
-    image coordinates (duplicates kept)."""
-    rows = torch.arange(box.y0, box.y1 + 1, device=grid.device)
-    cols = torch.arange(box.x0, box.x1 + 1, device=grid.device)
-    crop = bilinear_at(grid[box.cls:box.cls + 1].detach(), rows, cols, out_size)[0]
-    col_of_row = crop.max(dim=1).indices + box.x0
-    row_of_col = crop.max(dim=0).indices + box.y0
-    return torch.cat([rows, row_of_col]), torch.cat([col_of_row, cols])
+def box_table(boxes: Sequence[Sequence[Box]], device: torch.device | str | None = None) -> Tensor:
+    """``(nb, 6)`` long rows ``(image, cls, x0, y0, x1, y1)``: the boxes of ``B`` images, image by image,
+    each image's in file order (the layout ``mp_loss`` takes)."""
+    rows = [(k, b.cls, b.x0, b.y0, b.x1, b.y1) for k, image_boxes in enumerate(boxes) for b in image_boxes]
+    return torch.tensor(rows, dtype=torch.long, device=device).view(-1, 6)
 
 
-def mp_loss(grid: Tensor, embedding: Tensor, boxes: Sequence[Box], seeds: Tensor) -> tuple[Tensor, Tensor]:
-    """Box MP loss with consistency checking, on box regions only.
+def mp_loss(grid: Tensor, embedding: Tensor, boxes: Tensor | Sequence[Box], seeds: Tensor
+            ) -> tuple[Tensor, Tensor]:
+    """Box MP loss with consistency checking, every box of every image at once.
 
-    grid: ``(C, h, w)`` logits and embedding: ``(d, h, w)`` node embeddings, both on the feature grid; the
-    loss sees their bilinear upsampling to the seed size ``(Hp, Wp)``, computed only at the box crops and
-    MP points (equal to cropping the full upsampling); boxes: 0-based inclusive, processed in order;
-    seeds: ``(Hp, Wp)`` long.
-    Returns ``(loss, pruned_seeds)``: ``CE(points, cls)`` summed / total points + ``Σ(1 − cos + 1e-5)`` over
-    every ordered point pair of a box / total pairs; pruned seeds: pixels of a box labelled with its
-    class whose embedding has a negative cosine to the box prototype (mean point embedding) become 255
-    (the sign of the cosine is that of the dot product, which is linear in the embedding, so it is taken
-    from the upsampled ``prototype · embedding`` map). ``seeds`` is not modified. No boxes: loss 0.
+    grid: ``(B, C, h, w)`` logits and embedding: ``(B, d, h, w)`` node embeddings, both on the feature
+    grid; the loss sees their bilinear upsampling to the seed size ``(Hp, Wp)``, computed only at the MP
+    points and, for choosing the points and the pruning, the box's class map (equal to cropping the full
+    upsampling); boxes: ``box_table`` rows (0-based inclusive); seeds: ``(B, Hp, Wp)`` long. One image:
+    ``(C, h, w)``, ``(d, h, w)``, a list of ``Box`` and ``(Hp, Wp)`` give a scalar loss and ``(Hp, Wp)``.
+
+    Per image, returns ``(loss (B,), pruned_seeds)``: for every box row the column of its largest
+    class-``cls`` logit, for every box column the row of its largest one (first maximum on ties);
+    ``CE(points, cls)`` summed / the image's total points + ``Σ(1 − cos + 1e-5)`` over every ordered point
+    pair of a box / the image's total pairs; 0 for an image without boxes. Pruned seeds: pixels of a box
+    labelled with its class whose embedding has a negative cosine to the box prototype (mean point
+    embedding) become 255 (the sign of the cosine is that of the dot product, which is linear in the
+    embedding, so it is taken from the upsampled ``prototype · embedding`` map). The published code prunes
+    box after box; the scores do not depend on the seeds, so that equals pruning a pixel when any of its
+    boxes of its class scores it negative, which is what is computed. ``seeds`` is not modified.
     """
-    out_size = tuple(seeds.shape)
-    seeds = seeds.clone()
-    ce_sum = dis_sum = grid.new_zeros(())
-    points = pairs = 0
-    for box in boxes:
-        ys, xs = box_points(grid, box, out_size)
-        target = torch.full_like(ys, box.cls)
-        ce_sum = ce_sum + F.cross_entropy(bilinear_points(grid, ys, xs, out_size), target, reduction="sum")
-        emb = bilinear_points(embedding, ys, xs, out_size)  # (P, d)
-        norm = emb.norm(dim=1)
-        cos = (emb @ emb.t()) / (norm[:, None] * norm[None, :] + COS_EPS)
-        dis_sum = dis_sum + (1 - cos + PAIR_EPS).sum()
-        points += len(ys)
-        pairs += len(ys) ** 2
-        with torch.no_grad():
-            score = torch.einsum("d,dhw->hw", emb.mean(dim=0), embedding)[None]
-            rows = torch.arange(box.y0, box.y1 + 1, device=grid.device)
-            cols = torch.arange(box.x0, box.x1 + 1, device=grid.device)
-            negative = bilinear_at(score, rows, cols, out_size)[0] < 0
-            region = seeds[box.y0:box.y1 + 1, box.x0:box.x1 + 1]
-            region[(region == box.cls) & negative] = IGNORE
-    if not points:
-        return grid.new_zeros(()), seeds
-    return ce_sum / points + dis_sum / pairs, seeds
+    if grid.dim() == 3:
+        loss, pruned = mp_loss(grid[None], embedding[None], box_table([boxes], grid.device), seeds[None])
+        return loss[0], pruned[0]
+    count_images, _, h, w = grid.shape
+    loss = grid.new_zeros(count_images)
+    if len(boxes) == 0:
+        return loss, seeds
+    out_size = tuple(seeds.shape[1:])
+    image, cls, x0, y0, x1, y1 = boxes.unbind(1)
+    rows = torch.arange(out_size[0], device=grid.device)
+    cols = torch.arange(out_size[1], device=grid.device)
+    row_in = (rows >= y0[:, None]) & (rows <= y1[:, None])  # (nb, Hp)
+    col_in = (cols >= x0[:, None]) & (cols <= x1[:, None])  # (nb, Wp)
+    with torch.no_grad():
+        maps = bilinear_at(grid.detach()[image, cls], rows, cols, out_size)  # (nb, Hp, Wp) class maps
+        col_of_row = maps.masked_fill(~col_in[:, None, :], -torch.inf).argmax(dim=2)  # (nb, Hp)
+        row_of_col = maps.masked_fill_(~row_in[:, :, None], -torch.inf).argmax(dim=1)  # (nb, Wp)
+        del maps
+    box_r, y_r = row_in.nonzero(as_tuple=True)
+    box_c, x_c = col_in.nonzero(as_tuple=True)
+    point_box = torch.cat([box_r, box_c])
+    order = torch.argsort(point_box, stable=True)  # points box by box
+    point_box = point_box[order]
+    ys = torch.cat([y_r, row_of_col[box_c, x_c]])[order]
+    xs = torch.cat([col_of_row[box_r, y_r], x_c])[order]
+    point_image = image[point_box]
 
+    ce = F.cross_entropy(bilinear_points(grid, ys, xs, out_size, point_image), cls[point_box], reduction="none")
+    emb = bilinear_points(embedding, ys, xs, out_size, point_image)  # (P, d)
+    count = torch.bincount(point_box, minlength=len(boxes))  # points per box
+    slot = torch.arange(len(point_box), device=grid.device) - (torch.cumsum(count, 0) - count)[point_box]
+    width = int(count.max())
+    padded = emb.new_zeros(len(boxes), width, emb.shape[1]).index_put((point_box, slot), emb)
+    norm = emb.new_zeros(len(boxes), width).index_put((point_box, slot), emb.norm(dim=1))
+    cos = torch.bmm(padded, padded.transpose(1, 2)) / (norm[:, :, None] * norm[:, None, :] + COS_EPS)
+    valid = torch.arange(width, device=grid.device) < count[:, None]
+    dis = (1 - cos + PAIR_EPS).masked_fill(~(valid[:, :, None] & valid[:, None, :]), 0).sum(dim=(1, 2))
 
-def random_walk(scores: Tensor, graph: WindowGraph, beta: float, logt: int) -> Tensor:
-    """Random-walk propagation ``scores · T^(2^logt)`` with ``T = A^β`` column-normalized.
+    per_image = grid.new_zeros(4, count_images)
+    per_image[0].index_add_(0, point_image, ce)
+    per_image[1].index_add_(0, image, dis)
+    per_image[2].index_add_(0, image, count.to(grid.dtype))
+    per_image[3].index_add_(0, image, count.to(grid.dtype) ** 2)
+    ce_sum, dis_sum, points, pairs = per_image.unbind(0)
+    loss = torch.where(points > 0, ce_sum / points.clamp(min=1) + dis_sum / pairs.clamp(min=1), 0)
 
-    scores: ``(C, h, w)`` per-node class scores; graph: the window graph of the raw affinity (keep the
-    network's diagonal: ``window_graph(aff, r, self_weight=None)``). ``2^logt`` sparse products
-    ``v ← v·T``, equal to the published dense repeated squaring. Returns ``(C, h, w)``.
-    """
-    c, h, w = scores.shape
-    incoming = graph.reverse_weight().pow(beta)  # at node j, slot k: A_ij^β for i = index[j, k]
-    transition = incoming / incoming.sum(dim=1, keepdim=True)  # T[i, j], column-normalized
-    v = scores.reshape(c, h * w)
-    for _ in range(2 ** logt):
-        v = (v[:, graph.index] * transition).sum(dim=-1)
-    return v.reshape(c, h, w)
+    with torch.no_grad():
+        prototype = padded.detach().sum(dim=1) / count[:, None]  # (nb, d)
+        first = torch.searchsorted(image.contiguous(), torch.arange(count_images, device=grid.device))
+        box_slot = torch.arange(len(boxes), device=grid.device) - first[image]  # boxes sorted by image
+        stacked = prototype.new_zeros(count_images, int(box_slot.max()) + 1, prototype.shape[1])
+        stacked[image, box_slot] = prototype
+        score = torch.bmm(stacked, embedding.reshape(count_images, embedding.shape[1], h * w))
+        score = score[image, box_slot].view(-1, h, w)  # prototype · embedding on the grid, (nb, h, w)
+        prune = bilinear_at(score, rows, cols, out_size) < 0
+        prune &= row_in[:, :, None] & col_in[:, None, :] & (seeds[image] == cls[:, None, None])
+        hits = torch.zeros(count_images, prune[0].numel(), dtype=torch.int32, device=grid.device)
+        hits.index_add_(0, image, prune.flatten(1).to(torch.int32))
+        seeds = seeds.masked_fill(hits.view(seeds.shape) > 0, IGNORE)
+    return loss, seeds

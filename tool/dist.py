@@ -1,8 +1,15 @@
-"""torchrun helpers: rank and world size from the environment, falling back to one process."""
+"""torchrun helpers: rank and world size from the environment, falling back to one process; and
+``launch``, which makes a plain ``python script.py`` use every visible GPU the way torchrun would."""
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -79,3 +86,71 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
 def shard_ids(ids: list[str], index: int, count: int) -> list[str]:
     """The ids this shard processes: ``ids[index::count]``."""
     return ids[index::count]
+
+
+def add_gpus_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--gpus``: the worker processes ``launch`` starts (the same flag in every stage script)."""
+    parser.add_argument("--gpus", default=None, type=int,
+                        help="worker processes, one per GPU (default: every visible GPU with --device cuda, "
+                             "1 on CPU; ignored under torchrun). With --device cpu, N > 1 starts N CPU "
+                             "workers (gloo) standing in for GPUs")
+    return parser
+
+
+def worker_count(gpus: int | None, device: str) -> int:
+    """How many workers ``launch`` starts: 1 under torchrun; ``gpus`` if given (at most the visible GPUs
+    on CUDA); else every visible GPU for a CUDA device, 1 on CPU."""
+    if "WORLD_SIZE" in os.environ:
+        return 1
+    cuda = torch.device(device).type == "cuda"
+    visible = torch.cuda.device_count() if cuda else 0
+    if gpus is not None:
+        if gpus < 1:
+            raise ValueError(f"--gpus must be at least 1, got {gpus}")
+        if cuda and gpus > visible:
+            raise ValueError(f"--gpus {gpus}: only {visible} GPU(s) visible")
+        return gpus
+    return max(visible, 1) if cuda and torch.device(device).index is None else 1
+
+
+def launch(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace, gpus: int | None,
+           device: str) -> int:
+    """Run ``main(args)`` once per worker and return the exit status (0, or the largest a worker had).
+
+    One worker (under torchrun, one GPU, CPU by default): ``main(args)`` in this process. ``N > 1``: start
+    ``N`` processes on this machine with torchrun's environment (``RANK = LOCAL_RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``/``MASTER_PORT``), so ``init_distributed`` gives each ``cuda:LOCAL_RANK`` (or a gloo CPU
+    worker), training scripts run DistributedDataParallel and per-image stages take shard ``RANK/N``.
+    A worker's status is ``main``'s return value's ``exit_code`` (0 without one), 1 if it raised.
+    """
+    count = worker_count(gpus, device)
+    if count == 1:
+        return _exit_code(main(args))
+    kind = "GPU" if torch.device(device).type == "cuda" else "CPU (gloo, standing in for GPUs)"
+    print(f"starting {count} worker processes, one per {kind}; --gpus 1 or CUDA_VISIBLE_DEVICES limits this",
+          flush=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    threads = 0 if kind == "GPU" else max(1, (os.cpu_count() or 1) // count)  # CPU workers share the cores
+    workers = [context.Process(target=_worker, args=(main, args, rank, count, port, threads))
+               for rank in range(count)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return max(abs(worker.exitcode or 0) for worker in workers)
+
+
+def _worker(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace, rank: int, count: int,
+            port: int, threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(count),
+                       "LOCAL_WORLD_SIZE": str(count), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    sys.exit(_exit_code(main(args)))
+
+
+def _exit_code(result: Any) -> int:
+    return int(getattr(result, "exit_code", 0) or 0)

@@ -1,5 +1,5 @@
-"""Building the window graph of an affinity map (algorithm.md §3.2); the graph types and their layout are in
-``network.graph``.
+"""Building the window graph of an affinity map (algorithm.md §3.2), and the random walk on such a graph
+(algorithm.md §3.7); the graph types and their layout are in ``network.graph``.
 """
 
 from __future__ import annotations
@@ -32,3 +32,19 @@ def window_graph(aff: Tensor, radius: int, self_weight: float | None = 1.0) -> W
     if self_weight is not None:
         weight[:, d * d // 2] = self_weight
     return WindowGraph(index=index, weight=weight, valid=valid, h=h, w=w, radius=radius)
+
+
+def random_walk(scores: Tensor, graph: WindowGraph, beta: float, logt: int) -> Tensor:
+    """Random-walk propagation ``scores · T^(2^logt)`` with ``T = A^β`` column-normalized.
+
+    scores: ``(C, h, w)`` per-node class scores; graph: the window graph of the raw affinity (keep the
+    network's diagonal: ``window_graph(aff, r, self_weight=None)``). ``2^logt`` sparse products
+    ``v ← v·T``, equal to the published dense repeated squaring. Returns ``(C, h, w)``.
+    """
+    c, h, w = scores.shape
+    incoming = graph.reverse_weight().pow(beta)  # at node j, slot k: A_ij^β for i = index[j, k]
+    transition = incoming / incoming.sum(dim=1, keepdim=True)  # T[i, j], column-normalized
+    v = scores.reshape(c, h * w)
+    for _ in range(2 ** logt):
+        v = (v[:, graph.index] * transition).sum(dim=-1)
+    return v.reshape(c, h, w)

@@ -47,6 +47,8 @@ def run_per_image(
     verbose_errors: bool = False,
     known_failures: Mapping[str, str] | None = None,
     allow_empty: bool = False,
+    batch_size: int = 1,
+    prepare: Callable[[list[str]], None] | None = None,
 ) -> RunSummary:
     """Call ``process(image_id)`` for this shard's ids and report what happened.
 
@@ -59,8 +61,12 @@ def run_per_image(
     ``known_failures`` maps ids already found bad (e.g. by ``voc12.preflight``) to their message: they
     count as failed and ``process`` is not called for them. A full disk stops the run (every later
     image would fail too). An empty id list is a warning and exit code 1 unless ``allow_empty``.
-    ``KeyboardInterrupt`` stops.
+    ``KeyboardInterrupt`` stops. ``prepare``: called with every ``batch_size`` consecutive ids still to do
+    (known failures left out), before their ``process`` calls (a batched stage computes them together
+    there, ``process`` writes one image); an exception in it fails each id of that batch.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
     index, count = parse_shard(shard)
     mine = shard_ids(list(ids), index, count)
     known_failures = known_failures or {}
@@ -81,30 +87,61 @@ def run_per_image(
     for stale in remove_stale_temporaries(pending_outputs):
         print(f"removed a stale temporary of a killed write: {stale}", file=sys.stderr)
 
-    bar = tqdm(mine, desc=desc if count == 1 else f"{desc} [{index}/{count}]", dynamic_ncols=True)
-    for image_id in bar:
+    bar = tqdm(total=len(mine), desc=desc if count == 1 else f"{desc} [{index}/{count}]", dynamic_ncols=True)
+
+    def fail(image_id: str, err: Exception) -> None:
+        message = str(err) if isinstance(err, _KnownFailure) else f"{type(err).__name__}: {err}"
+        summary.failed.append((image_id, message))
+        tqdm.write(f"FAILED {image_id}: {message}", file=sys.stderr)
+        if verbose_errors:
+            tqdm.write(traceback.format_exc(), file=sys.stderr)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            summary.stopped = (f"stopped: {err}. Free space there, or write to another folder, then "
+                               "rerun the same command: finished images are skipped (--overwrite False)")
+            tqdm.write(summary.stopped, file=sys.stderr)
+
+    def finish(batch: list[str]) -> None:
+        error: Exception | None = None
+        if prepare is not None:
+            try:
+                prepare(batch)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as err:  # noqa: BLE001 - reported for every image of the batch below
+                error = err
+        for image_id in batch:
+            try:
+                if error is not None:
+                    raise error
+                process(image_id)
+                summary.done += 1
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as err:  # noqa: BLE001 - one bad image must not stop a 10,000-image run
+                fail(image_id, err)
+            bar.update(1)
+            bar.set_postfix(failed=len(summary.failed), refresh=False)
+            if summary.stopped:
+                return
+
+    batch: list[str] = []
+    for image_id in mine:
+        if summary.stopped:
+            break
         if image_id not in pending:
             summary.skipped += 1
+            bar.update(1)
             continue
-        try:
-            if image_id in known_failures:
-                raise _KnownFailure(known_failures[image_id])
-            process(image_id)
-            summary.done += 1
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as err:  # noqa: BLE001 - one bad image must not stop a 10,000-image run
-            message = str(err) if isinstance(err, _KnownFailure) else f"{type(err).__name__}: {err}"
-            summary.failed.append((image_id, message))
-            tqdm.write(f"FAILED {image_id}: {message}", file=sys.stderr)
-            if verbose_errors:
-                tqdm.write(traceback.format_exc(), file=sys.stderr)
-            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-                summary.stopped = (f"stopped: {err}. Free space there, or write to another folder, then "
-                                   "rerun the same command: finished images are skipped (--overwrite False)")
-                tqdm.write(summary.stopped, file=sys.stderr)
-                break
-        bar.set_postfix(failed=len(summary.failed), refresh=False)
+        if image_id in known_failures:
+            fail(image_id, _KnownFailure(known_failures[image_id]))
+            bar.update(1)
+            continue
+        batch.append(image_id)
+        if len(batch) == batch_size:
+            finish(batch)
+            batch = []
+    if batch and not summary.stopped:
+        finish(batch)
     bar.close()
     summary.seconds = time.time() - start
     print(summary.line(desc))

@@ -1,0 +1,204 @@
+"""Stage 3 as the two ``train_infer_A2GNN_*.py`` scripts run it: their shared flags, the job (read
+images' files, run the affinity network, train their A2GNNs with ``tool.propagate.propagate_batch``
+``--batch_images`` at a time, dense CRF, write each label PNG) and the loop over the id list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tool.cam import load_cams
+from tool.checkpoint import load_checkpoint
+from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
+from tool.crf import A2GNN_CRF, dense_crf
+from tool.dist import add_gpus_argument, cleanup_distributed, init_distributed
+from tool.label_io import read_image, read_label_png, save_label_png, save_npz
+from tool.propagate import STRIDE, ImageInputs, PropagateConfig, check_inputs, propagate_batch
+from tool.runner import RunSummary, run_per_image
+from tool.transforms import normalize, pad_to_multiple, to_chw_tensor
+from voc12.annotations import read_boxes
+from voc12.lists import read_list
+from vocabulary import IGNORE, NUM_CLASSES
+
+SCRIPT_DEFAULTS = {
+    "box": {"weights": "./netWeights/final_model/aff_box.pth", "save_path": "./out/box_pred",
+            "seed_label_root": "./data/Init_Label/SEAM_Box", "radius": 4, "epochs": 150, "lr": 0.035},
+    "others": {"weights": "./netWeights/final_model/aff_scribble.pth", "save_path": "./out/scribble_pred",
+               "seed_label_root": "./data/Init_Label/Scribble_SuperPixel", "radius": 3, "epochs": 50,
+               "lr": 0.03},
+}
+
+
+def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argparse.ArgumentParser:
+    """The flags both stage-3 scripts share (upstream names and meanings), with ``schedule``'s defaults."""
+    d = SCRIPT_DEFAULTS[schedule]
+    add_voc12_root(parser)
+    parser.add_argument("--weights", default=d["weights"], type=str, help="trained affinity network")
+    parser.add_argument("--network", default="network.resnet38_aff_gated", type=str,
+                        help="module with the affinity network class Net")
+    parser.add_argument("--backbone_width", default=1.0, type=float,
+                        help="width multiplier of the affinity network (1 for the published weights)")
+    add_id_list(parser, "--infer_list", what="images to write pseudo labels for")
+    parser.add_argument("--num_workers", default=0, type=int,
+                        help="accepted for the upstream commands (which pass 8) and unused: stage 3 reads each "
+                             "image in the main process; a value > 0 prints a note")
+    parser.add_argument("--seed_label_root", default=d["seed_label_root"], type=str,
+                        help="folder of seed PNGs <id>.png (255 = unknown)")
+    parser.add_argument("--save_path", default=d["save_path"], type=str, help="output folder of label PNGs")
+    parser.add_argument("--save_probs", default=None, type=str,
+                        help="also write the probabilities before the dense CRF to DIR/<id>.npz (float16)")
+    parser.add_argument("--radius", default=d["radius"], type=int, help="affinity window radius")
+    parser.add_argument("--epochs", default=d["epochs"], type=int, help="epochs of each of the two phases")
+    parser.add_argument("--hidden", default=256, type=int, help="hidden units")
+    parser.add_argument("--num_class", default=NUM_CLASSES, type=int)
+    parser.add_argument("--dropout", default=0.5, type=float, help="dropout rate")
+    parser.add_argument("--lr", default=d["lr"], type=float, help="Adam learning rate")
+    parser.add_argument("--weight_decay", default=5e-4, type=float)
+    parser.add_argument("--device", default=default_device(), type=str)
+    parser.add_argument("--amp", default=False, type=str2bool,
+                        help="bf16 autocast of the A2GNN embedding product, CUDA only (True/False; off by "
+                             "default: its effect on the pseudo labels is not measured yet)")
+    parser.add_argument("--seed", default=0, type=int,
+                        help="random seed; each image's generator is seeded by (seed, image id)")
+    parser.add_argument("--batch_images", default=1, type=int,
+                        help="images trained together in one step, one A2GNN each (the same labels as 1, "
+                             "up to float rounding; memory grows with it)")
+    parser.add_argument("--shard", default=None, type=str,
+                        help="process shard i/n of the list (default: torchrun RANK/WORLD_SIZE, else all)")
+    parser.add_argument("--overwrite", default=False, type=str2bool, help="redo images whose output exists")
+    return add_gpus_argument(parser)
+
+
+class A2GNNJob:
+    """``job.prepare(ids)`` reads the images' files, runs the affinity network (one call per padded size)
+    and trains their A2GNNs together; ``job(image_id)`` then runs the dense CRF of one of them and writes
+    ``save_path/<id>.png`` (``job(image_id)`` alone prepares that image first). An image whose files or
+    training fail raises in ``job(image_id)``, the others of its batch still finish (a batch that fails
+    as a whole is retried image by image). ``job.outputs(image_id)`` lists the files it writes (resume)."""
+
+    def __init__(self, args: argparse.Namespace, schedule: str, device: torch.device):
+        if args.amp and device.type != "cuda":
+            raise ValueError(f"--amp True needs a CUDA --device, got {device}")
+        self.args = args
+        self.schedule = schedule
+        self.device = device
+        self.root = Path(args.voc12_root)
+        self.net = importlib.import_module(args.network).Net(width=args.backbone_width)
+        load_checkpoint(self.net, args.weights, strict=True)
+        self.net.eval().to(device)
+        rw = getattr(args, "rw", False)
+        self.cfg = PropagateConfig(
+            schedule=schedule, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+            hidden=args.hidden, dropout=args.dropout, num_class=args.num_class, rw=rw, seed=args.seed,
+            amp=args.amp, **({k: getattr(args, k) for k in ("alpha", "beta", "logt", "rw_weight")} if rw else {}))
+        if rw and not getattr(args, "cam_dir", None):
+            raise ValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
+        self.box_dir = Path(args.BoxXmlpath or self.root / "Annotations") if schedule == "box" else None
+        self.results: dict[str, tuple[np.ndarray, np.ndarray] | Exception] = {}
+
+    def outputs(self, image_id: str) -> list[Path]:
+        paths = [Path(self.args.save_path) / f"{image_id}.png"]
+        if self.args.save_probs:
+            paths.append(Path(self.args.save_probs) / f"{image_id}.npz")
+        return paths
+
+    def load(self, image_id: str) -> dict:
+        """Inputs of one image: the RGB image, padded tensors, boxes and CAMs as the schedule needs."""
+        image = read_image(self.root / "JPEGImages" / f"{image_id}.jpg")
+        seed_path = Path(self.args.seed_label_root) / f"{image_id}.png"
+        seeds = read_label_png(seed_path)
+        if seeds.shape != image.shape[:2]:
+            raise ValueError(f"{seed_path}: seed map is {seeds.shape}, image is {image.shape[:2]}")
+        inputs = {
+            "rgb": image,
+            "image": pad_to_multiple(to_chw_tensor(normalize(image)), STRIDE, 0),
+            "seeds": pad_to_multiple(torch.from_numpy(seeds).long(), STRIDE, IGNORE),
+            "boxes": None, "cams": None, "cam_classes": None,
+        }
+        if self.box_dir is not None:
+            inputs["boxes"] = read_boxes(self.box_dir / f"{image_id}.xml", image_size=image.shape[:2])
+        if self.cfg.rw:
+            classes, cams = load_cams(Path(self.args.cam_dir) / f"{image_id}.npz")
+            inputs["cams"], inputs["cam_classes"] = torch.from_numpy(cams), torch.from_numpy(classes)
+        return inputs
+
+    def prepare(self, image_ids: list[str]) -> None:
+        """Train the A2GNNs of ``image_ids`` together; keep each image's RGB image and probabilities (or the
+        exception it raised) for ``__call__``."""
+        self.results = {}
+        loaded = {}
+        for image_id in image_ids:
+            try:
+                loaded[image_id] = self.load(image_id)
+            except Exception as err:  # noqa: BLE001 - raised again by __call__ for this image only
+                self.results[image_id] = err
+        by_size = defaultdict(list)
+        for image_id, inputs in loaded.items():
+            by_size[tuple(inputs["image"].shape)].append(image_id)
+        items = []
+        for group in by_size.values():
+            try:
+                with torch.no_grad():
+                    images = torch.stack([loaded[i]["image"] for i in group]).to(self.device)
+                    features, aff, _ = self.net(images, self.args.radius)
+            except Exception as err:  # noqa: BLE001 - e.g. out of memory: this size group fails, the rest go on
+                self.results.update(dict.fromkeys(group, err))
+                continue
+            for k, image_id in enumerate(group):
+                inputs = loaded[image_id]
+                item = ImageInputs(features[k], aff[k], inputs["seeds"], inputs["image"], inputs["rgb"].shape[:2],
+                                   boxes=inputs["boxes"], cams=inputs["cams"], cam_classes=inputs["cam_classes"],
+                                   key=image_id)
+                try:
+                    check_inputs(item, self.cfg)
+                    items.append(item)
+                except ValueError as err:
+                    self.results[image_id] = err
+        if not items:
+            return
+        try:
+            probs = propagate_batch(items, self.cfg)
+        except Exception as err:  # noqa: BLE001 - find the image(s) at fault by training each alone
+            probs = [err] if len(items) == 1 else [self._alone(item) for item in items]
+        for item, prob in zip(items, probs, strict=True):
+            self.results[item.key] = prob if isinstance(prob, Exception) else (loaded[item.key]["rgb"],
+                                                                               prob.cpu().numpy())
+
+    def _alone(self, item: ImageInputs) -> torch.Tensor | Exception:
+        try:
+            return propagate_batch([item], self.cfg)[0]
+        except Exception as err:  # noqa: BLE001 - raised again by __call__ for this image only
+            return err
+
+    def __call__(self, image_id: str) -> None:
+        if image_id not in self.results:
+            self.prepare([image_id])
+        result = self.results.pop(image_id)
+        if isinstance(result, Exception):
+            raise result
+        rgb, probs = result
+        if self.args.save_probs:
+            save_npz(Path(self.args.save_probs) / f"{image_id}.npz", probs=probs.astype(np.float16))
+        label = np.argmax(dense_crf(rgb, probs, A2GNN_CRF), axis=0).astype(np.uint8)
+        save_label_png(Path(self.args.save_path) / f"{image_id}.png", label)
+
+
+def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
+    """``main`` of the stage-3 scripts: the per-image job over the id list. Returns the ``RunSummary``."""
+    ids = read_list(args.infer_list, args.voc12_root)
+    if args.num_workers:
+        print(f"note: --num_workers {args.num_workers} is unused: stage 3 reads each image in the main process "
+              "(the per-image training dominates the time)")
+    device = init_distributed(args.device)
+    try:
+        job = A2GNNJob(args, schedule, device)
+        return run_per_image(ids, job, job.outputs, desc=f"A2GNN {schedule}", shard=args.shard,
+                             overwrite=args.overwrite, batch_size=args.batch_images, prepare=job.prepare)
+    finally:
+        cleanup_distributed()
