@@ -84,12 +84,16 @@ def test_voc_root_seeds_cover_the_training_list_and_pseudo_labels_the_infer_list
     assert 0.0 <= summary["supervision"]["box"]["pseudo_miou"] <= 1.0
 
 
-def test_seg_stage_without_a_val_list_is_skipped_with_a_message(tmp_path, capsys):
+def test_seg_stage_on_a_voc_root_uses_the_shipped_val_list_and_skips_without_backbone(tmp_path, capsys):
+    """A VOC download has no val list of its own here: the shipped voc12/val.txt (1,449 ids) is used, and
+    without the ImageNet backbone file the stage is skipped with a message, not a crash."""
     (tmp_path / "VOC2012" / "JPEGImages").mkdir(parents=True)
     args = run_pipeline.get_args_parser().parse_args(
         ["--voc12_root", str(tmp_path / "VOC2012"), "--work_dir", str(tmp_path / "work"), "--device", "cpu"])
-    assert run_pipeline.Pipeline(args).seg({"supervision": {}}) is None
-    assert "seg stage skipped: no val list" in capsys.readouterr().out
+    pipe = run_pipeline.Pipeline(args)
+    assert len(run_pipeline.read_list(pipe.val_list, pipe.root)) == 1449
+    assert pipe.seg({"supervision": {}}) is None
+    assert "seg stage skipped: no ImageNet backbone file" in capsys.readouterr().out
 
 
 def test_seg_stage_trains_one_net_per_label_source_and_fills_the_summary(tmp_path, monkeypatch, capsys):
