@@ -155,12 +155,13 @@ def test_optimizer_flag_builds_sgd_or_adamw(tmp_path, monkeypatch):
 @pytest.mark.parametrize("script", [train_SEAM, train_aff_gated_aff])
 def test_training_scripts_share_resume_optimizer_and_log_flags(script):
     parser = script.get_args_parser()
-    assert parser.parse_args([]).resume is False and parser.parse_args([]).optimizer == "sgd"
-    assert parser.parse_args(["--resume", "True", "--optimizer", "adamw"]).resume is True
-    assert parser.parse_args(["--resume", "False"]).resume is False
+    root = ["--voc12_root", "VOC2012"]  # required in every script that reads the dataset
+    assert parser.parse_args(root).resume is False and parser.parse_args(root).optimizer == "sgd"
+    assert parser.parse_args([*root, "--resume", "True", "--optimizer", "adamw"]).resume is True
+    assert parser.parse_args([*root, "--resume", "False"]).resume is False
     with pytest.raises(SystemExit):
-        parser.parse_args(["--resume", "some/state.pth"])
-    assert set(script.SETTINGS) <= set(vars(parser.parse_args([])))
+        parser.parse_args([*root, "--resume", "some/state.pth"])
+    assert set(script.SETTINGS) <= set(vars(parser.parse_args(root)))
 
 
 def test_amp_needs_cuda(tmp_path):
