@@ -5,13 +5,15 @@ Writes, per image and for each output folder given: ``--out_cam`` CAM arrays (``
 marginals at the low/high alpha (``.npz``: ``classes`` (K+1,) with 0 first, ``probs`` (K+1, H, W)),
 ``--crf`` the confident ("top 40%") seed PNGs and ``--ori_crf`` the full (unmasked) CRF label PNGs.
 A folder given as ``none`` is not written. Existing outputs are skipped (resume); ``--shard i/n`` or
-torchrun splits the list.
+torchrun splits the list, and a plain ``python`` run on N visible GPUs starts N workers that take shard
+``RANK/N`` each on ``cuda:RANK`` (``--gpus K`` limits it).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from torch.utils.data import DataLoader
 from tool.cam import cam_label, multiscale_cam, save_cams, seeds_from_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
-from tool.dist import parse_shard, shard_ids
+from tool.dist import add_gpus_argument, cleanup_distributed, init_distributed, launch, parse_shard, shard_ids
 from tool.label_io import save_label_png, save_npz
 from tool.runner import RunSummary, run_per_image
 from voc12.data import CAM_SCALES, MultiScaleFlipDataset
@@ -63,7 +65,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
     parser.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
     parser.add_argument("--seed", default=0, type=int)
-    return parser
+    return add_gpus_argument(parser)
 
 
 def _folder(value: str | None) -> Path | None:
@@ -75,6 +77,8 @@ def _first(batch: list[dict]) -> dict:
 
 
 def main(args: argparse.Namespace) -> RunSummary:
+    # first, so that every worker reaches the rendezvous even if a later step fails in one of them
+    device = init_distributed(args.device)  # cuda:LOCAL_RANK for each of several workers
     torch.manual_seed(args.seed)
     prefix = args.out_crf
     folders = {
@@ -101,7 +105,6 @@ def main(args: argparse.Namespace) -> RunSummary:
                                         cls_labels=args.cls_labels))
     good = [i for i in pending if i not in bad]
     labels = image_labels(args.voc12_root, good, args.cls_labels)
-    device = torch.device(args.device)
     net = importlib.import_module(args.network).Net(width=args.backbone_width)
     load_checkpoint(net, args.weights, strict=True)
     net.eval().to(device)
@@ -139,9 +142,13 @@ def main(args: argparse.Namespace) -> RunSummary:
         if "full" in path:
             save_label_png(path["full"], full)
 
-    return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite,
-                         known_failures=bad)
+    try:
+        return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite,
+                             known_failures=bad)
+    finally:
+        cleanup_distributed()
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(get_args_parser().parse_args()).exit_code)
+    args = get_args_parser().parse_args()
+    sys.exit(launch(main, args, args.gpus, args.device))

@@ -1,31 +1,34 @@
 """Stage 4: label maps of a trained segmentation network, optionally refined by a dense CRF, and their scores.
 
     python infer_seg.py --voc12_root $VOC --infer_list val.txt --weights netWeights/deeplabv2_box.pth \\
-        --save_path out/seg_box_val --crf out/seg_box_val_crf --scales 0.5 0.75 1.0 --flip True
+        --save_path out/seg_box_val --save_path_crf out/seg_box_val_crf --scales 0.5 0.75 1.0 --flip True
 
 Writes palette PNGs ``--save_path/<id>.png`` (argmax of the class probabilities averaged over
-``--scales`` and, with ``--flip True``, their mirror images) and, with ``--crf FOLDER``, the dense-CRF
-refined labels there (DeepLab v2's CRF parameters, ``tool.crf.SEG_CRF``). Per image, sharded
-(``--shard i/n`` or torchrun) and resumable like the other per-image stages: existing outputs are
-skipped, one bad image is named and the rest go on. When every output of the list exists and ground
-truth is available (``--gt_dir``, default ``VOC12_ROOT/SegmentationClass`` if present), the scores of
-``eval_miou.py`` (per-class IoU, mIoU) are printed and written to ``<folder>.json`` for each folder.
+``--scales`` and, with ``--flip True``, their mirror images) and, with ``--save_path_crf FOLDER``, the
+dense-CRF refined labels there (DeepLab v2's CRF parameters, ``tool.crf.SEG_CRF``). Per image, sharded
+(``--shard i/n``, torchrun, or a plain ``python`` run over every visible GPU, one worker each: ``--gpus``
+limits it) and resumable like the other per-image stages: existing outputs are skipped, one bad image is
+named and the rest go on. When every output of the list exists and ground truth is available
+(``--gt_dir``, default ``VOC12_ROOT/SegmentationClass`` if present), the scores of ``eval_miou.py``
+(per-class IoU, mIoU) are printed and written to ``<folder>.json`` for each folder (by the worker that
+finishes last).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from eval_miou import evaluate, format_table
 from network.deeplab import ARCHITECTURES, build_seg_net
 from tool.checkpoint import load_checkpoint
 from tool.cli import default_device, str2bool
 from tool.crf import SEG_CRF, dense_crf
+from tool.dist import add_gpus_argument, cleanup_distributed, init_distributed, launch
 from tool.label_io import atomic_path, read_image, save_label_png
 from tool.runner import RunSummary, run_per_image
 from tool.segmentation import predict_probs
@@ -59,7 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=default_device(), type=str)
     p.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
     p.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
-    return p
+    return add_gpus_argument(p)
 
 
 def image_ids(args: argparse.Namespace, image_dir: Path) -> list[str]:
@@ -94,6 +97,8 @@ def score(folders: list[Path], gt_dir: Path, ids: list[str]) -> dict[str, dict]:
 def main(args: argparse.Namespace) -> RunSummary:
     if args.voc12_root is None and args.image_dir is None:
         raise SystemExit("infer_seg.py: pass --voc12_root (with --infer_list) or --image_dir")
+    # first, so that every worker reaches the rendezvous even if a later step fails in one of them
+    device = init_distributed(args.device)  # cuda:LOCAL_RANK for each of several workers
     image_dir = Path(args.image_dir) if args.image_dir else Path(args.voc12_root) / "JPEGImages"
     ids = image_ids(args, image_dir)
     folders = [Path(args.save_path)] + ([Path(args.save_path_crf)] if args.save_path_crf else [])
@@ -101,7 +106,6 @@ def main(args: argparse.Namespace) -> RunSummary:
         args.gt_dir or Path(args.voc12_root) / "SegmentationClass")
     if args.gt_dir and gt_dir is not None and not gt_dir.is_dir():
         raise FileNotFoundError(f"--gt_dir not found: {gt_dir}")
-    device = torch.device(args.device)
     net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
     load_checkpoint(net, args.weights, strict=True)
     net.eval().to(device)
@@ -117,7 +121,10 @@ def main(args: argparse.Namespace) -> RunSummary:
             refined = dense_crf(image, probs.numpy(), SEG_CRF)
             save_label_png(folders[1] / f"{image_id}.png", refined.argmax(0).astype(np.uint8))
 
-    summary = run_per_image(ids, process, outputs, desc="infer_seg", shard=args.shard, overwrite=args.overwrite)
+    try:
+        summary = run_per_image(ids, process, outputs, desc="infer_seg", shard=args.shard, overwrite=args.overwrite)
+    finally:
+        cleanup_distributed()
     if gt_dir is not None and gt_dir.is_dir():
         if all(p.is_file() for i in ids for p in outputs(i)):
             score(folders, gt_dir, ids)
@@ -128,4 +135,5 @@ def main(args: argparse.Namespace) -> RunSummary:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(get_args_parser().parse_args()).exit_code)
+    args = get_args_parser().parse_args()
+    sys.exit(launch(main, args, args.gpus, args.device))

@@ -1,7 +1,9 @@
 """Stage 1: train the SEAM classifier (algorithm.md §1.2) on image-level labels.
 
-Single process (CPU or one GPU): ``python train_SEAM.py --voc12_root VOC2012 ...``.
-Several GPUs: ``torchrun --nproc_per_node 4 train_SEAM.py ...`` (``--batch_size`` stays the global batch).
+``python train_SEAM.py --voc12_root VOC2012 ...`` trains on every visible GPU (one DistributedDataParallel
+worker each, started by the script; ``--gpus K`` limits it), on one CPU process with ``--device cpu``;
+``torchrun --nproc_per_node 4 train_SEAM.py ...`` does the same under torchrun (``--batch_size`` stays the
+global batch).
 The loop, its files (``{session_name}.pth``, ``{session_name}_state.pth`` for ``--resume True``,
 ``{session_name}_log.jsonl``) and the resume rules are those of ``tool/trainer.py``.
 """
@@ -11,13 +13,14 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import sys
 
 import torch
 from torch import nn
 
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_id_list, add_voc12_root, default_device
-from tool.dist import cleanup_distributed, get_rank, init_distributed, is_main_process
+from tool.dist import add_gpus_argument, cleanup_distributed, get_rank, init_distributed, is_main_process, launch
 from tool.seam_losses import TwoViews, seam_step_losses
 from tool.trainer import add_training_args, run_files, train
 from voc12.data import JITTER, ClsTrainDataset
@@ -68,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=default_device(), type=str)
     parser.add_argument("--seed", default=0, type=int)
     add_training_args(parser)
-    return parser
+    return add_gpus_argument(parser)
 
 
 def seam_objective(model: nn.Module, batch: dict, epoch: int, cls_only_epochs: int
@@ -102,4 +105,5 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    args = get_args_parser().parse_args()
+    sys.exit(launch(main, args, args.gpus, args.device))

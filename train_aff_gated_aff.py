@@ -1,8 +1,9 @@
 """Stage 2: train the affinity network on seed labels (algorithm.md §2).
 
-Single process (CPU or one GPU):
+Every visible GPU (one DistributedDataParallel worker each, started by the script; ``--gpus K`` limits it,
+``--device cpu`` is one CPU process):
     python train_aff_gated_aff.py --voc12_root VOC2012 --label_dir data/Init_Label/SEAM_Box --radius 4
-Several GPUs (DistributedDataParallel, one process per GPU):
+The same under torchrun (one process per GPU, or several machines):
     torchrun --nproc_per_node=4 train_aff_gated_aff.py ...same flags...
 
 ``--batch_size`` is the global batch: each of the K processes takes ``batch_size / K`` images per step
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import sys
 from pathlib import Path
 
 import torch
@@ -26,6 +28,7 @@ from tool import dist as tdist
 from tool.aff_losses import affinity_loss
 from tool.checkpoint import load_checkpoint, read_state_dict
 from tool.cli import add_id_list, add_voc12_root, default_device
+from tool.dist import add_gpus_argument, launch
 from tool.trainer import TrainResult, add_training_args, run_files, train
 from voc12.data import JITTER, AffTrainDataset
 from voc12.lists import read_list
@@ -73,7 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(the folder stage 3 reads the published aff_*.pth from; upstream wrote to the current "
                         "folder)")
     add_training_args(p)
-    return p
+    return add_gpus_argument(p)
 
 
 def build_model(network: str, width: float) -> nn.Module:
@@ -125,4 +128,5 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    args = get_args_parser().parse_args()
+    sys.exit(launch(main, args, args.gpus, args.device))

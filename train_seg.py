@@ -8,6 +8,9 @@ momentum 0.9, weight decay 5e-4, poly decay 0.9, random scale 0.5-2.0, crop 321,
         --backbone_weights netWeights/resnet101-63fe2227.pth --session_name deeplabv2_box --save_dir netWeights
     torchrun --nproc_per_node=4 train_seg.py ...same flags...   # --batch_size stays the global batch
 
+Plain ``python`` trains on every visible GPU (one DistributedDataParallel worker each, started by the
+script, as torchrun would; ``--gpus K`` limits it).
+
 The loop, its files (``{session_name}.pth``, ``{session_name}_state.pth`` for ``--resume True``,
 ``{session_name}_log.jsonl``) and the resume rules are those of ``tool/trainer.py``.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -25,6 +29,7 @@ from network.deeplab import ARCHITECTURES, TORCHVISION_FILES, SegNet, build_seg_
 from tool import dist as tdist
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_voc12_root, default_device, str2bool
+from tool.dist import add_gpus_argument, launch
 from tool.segmentation import segmentation_loss
 from tool.trainer import add_training_args, train
 from voc12 import NUM_CLASSES
@@ -77,7 +82,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=default_device(), type=str)
     p.add_argument("--seed", default=0, type=int)
     add_training_args(p)
-    return p
+    return add_gpus_argument(p)
 
 
 def load_backbone(net: SegNet, path: str | os.PathLike) -> None:
@@ -124,4 +129,5 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    args = get_args_parser().parse_args()
+    sys.exit(launch(main, args, args.gpus, args.device))

@@ -140,3 +140,17 @@ def test_stage_3_says_that_num_workers_is_unused(tmp_path, capsys):
         train_infer_A2GNN_box.main(args)  # the note comes before the weights are loaded
     assert "--num_workers 8 is unused" in capsys.readouterr().out
     assert train_infer_A2GNN_box.get_args_parser().parse_args(["--voc12_root", "V"]).num_workers == 0
+
+
+# The stage scripts that run on a GPU at dataset scale: a plain ``python`` run starts one worker per visible
+# GPU (tool.dist.launch). eval_classifier, infer_image and run_pipeline (a driver) stay one process.
+GPU_STAGES = {"train_SEAM", "infer_SEAM", "train_aff_gated_aff", "train_infer_A2GNN_box", "train_infer_A2GNN_others",
+              "train_seg", "infer_seg"}
+
+
+def test_every_gpu_stage_script_starts_one_worker_per_gpu():
+    with_gpus = {s for s, p in parsers().items() if "--gpus" in canonical_flags(p)}
+    assert with_gpus == GPU_STAGES
+    for script in GPU_STAGES:
+        source = (REPO / f"{script}.py").read_text(encoding="utf-8")
+        assert "sys.exit(launch(main, args, args.gpus, args.device))" in source, script
