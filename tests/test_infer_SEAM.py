@@ -7,6 +7,7 @@ import make_synthetic_voc
 from network.resnet38_SEAM import Net
 from tool.cam import load_cams
 from tool.checkpoint import save_checkpoint
+from tool.dist import launch
 from tool.label_io import load_npz, read_label_png
 from voc12.annotations import image_label_from_xml
 
@@ -22,13 +23,38 @@ def setup(tmp_path_factory):
     return root, weights
 
 
-def run(root, weights, out, *extra):
-    args = infer_SEAM.get_args_parser().parse_args([
+def parse(root, weights, out, *extra):
+    return infer_SEAM.get_args_parser().parse_args([
         "--voc12_root", str(root), "--infer_list", "train.txt", "--weights", str(weights),
         "--backbone_width", "0.0625", "--scales", "0.5", "1.0", "--num_workers", "0", "--device", "cpu",
         "--out_cam", str(out / "cam"), "--out_cam_pred", str(out / "cam_pred"), "--out_crf", str(out / "crf"),
         "--crf", str(out / "seed"), "--ori_crf", str(out / "full"), *extra])
-    return infer_SEAM.main(args)
+
+
+def run(root, weights, out, *extra):
+    return infer_SEAM.main(parse(root, weights, out, *extra))
+
+
+def test_two_cpu_workers_write_what_one_process_writes(setup, tmp_path, capfd):
+    """``--gpus 2 --device cpu`` through ``launch``: two gloo workers take one shard each and write the same
+    files, with the same contents, as one process."""
+    root, weights = setup
+    for gpus in (1, 2):
+        args = parse(root, weights, tmp_path / f"gpus{gpus}", "--gpus", str(gpus))
+        assert launch(infer_SEAM.main, args, args.gpus, args.device) == 0
+    assert "starting 2 worker processes" in capfd.readouterr().out
+    files = {gpus: sorted(p.relative_to(tmp_path / f"gpus{gpus}") for p in (tmp_path / f"gpus{gpus}").rglob("*")
+                          if p.is_file()) for gpus in (1, 2)}
+    assert files[1] == files[2] and len(files[1]) == 2 * 6  # 2 images x (cam, cam_pred, 2 crf, seed, full)
+    for name in files[1]:
+        one, two = tmp_path / "gpus1" / name, tmp_path / "gpus2" / name
+        if name.suffix == ".png":
+            assert np.array_equal(read_label_png(one), read_label_png(two)), name
+        else:
+            a, b = load_npz(one), load_npz(two)
+            assert sorted(a) == sorted(b), name
+            for key in a:
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=f"{name} {key}")
 
 
 def test_writes_every_output_and_resumes(setup, tmp_path):

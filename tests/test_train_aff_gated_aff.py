@@ -19,6 +19,7 @@ import train_aff_gated_aff as stage2
 from network.resnet38_aff_gated import Net
 from tool import trainer
 from tool.checkpoint import load_checkpoint
+from tool.dist import launch
 from tool.label_io import save_image, save_label_png
 from tool.optim import PolyOptimizer
 
@@ -211,6 +212,49 @@ def test_torchrun_two_processes(tmp_path):
     assert "2 process(es) x 2 images/step" in done.stdout
     load_checkpoint(Net(width=WIDTH), tmp_path / "out" / "aff_test.pth", strict=True)
     assert (tmp_path / "out" / "aff_test_state.pth").is_file()
+
+
+def main_rank_independent_draws(args):
+    """``stage2.main`` with each item's augmentation drawn from one fixed generator and dropout off. Both
+    normally come from torch's generator, which the loop seeds by rank (``tool/trainer.py``), so only with
+    them pinned do K workers and one process see the same crops; what is left to compare is the split of
+    the global batch and DistributedDataParallel's averaging."""
+    import voc12.data
+
+    item_rng, build_model = voc12.data.item_rng, stage2.build_model
+
+    def without_dropout(network, width):
+        net = build_model(network, width)
+        for m in net.modules():
+            if isinstance(m, nn.Dropout | nn.Dropout2d):
+                m.p = 0.0
+        return net
+
+    voc12.data.item_rng = lambda: np.random.default_rng(0)
+    stage2.build_model = without_dropout
+    try:
+        return stage2.main(args)
+    finally:
+        voc12.data.item_rng, stage2.build_model = item_rng, build_model
+
+
+def test_two_cpu_workers_train_the_weights_of_one_process(tmp_path, capfd):
+    """``--gpus 2 --device cpu`` through ``launch`` (the path of a plain ``python`` run on two GPUs): two
+    gloo workers with 2 images each end two steps with the weights one process reaches on the batch of 4."""
+    make_voc_root(tmp_path / "voc", count=8)  # two steps: DDP runs past its first iteration
+    weights = {}
+    for gpus in (1, 2):
+        args = stage2_args(tmp_path / "voc", tmp_path / f"gpus{gpus}", max_epoches=1, momentum=0.9, gpus=gpus)
+        assert launch(main_rank_independent_draws, args, args.gpus, args.device) == 0
+        weights[gpus] = torch.load(tmp_path / f"gpus{gpus}" / "aff_test.pth", weights_only=True)
+    out = capfd.readouterr().out
+    assert "starting 2 worker processes" in out and "2 process(es) x 2 images/step" in out
+    initial = tiny_net(seed=1).state_dict()  # --seed 1, --weights none: the initial weights of both runs
+    moved = 0
+    for key, value in weights[1].items():
+        torch.testing.assert_close(weights[2][key], value, rtol=1e-5, atol=1e-6, msg=key)
+        moved += int(not torch.equal(value, initial[key]))
+    assert moved > 20  # the steps changed many tensors: the comparison is not vacuous
 
 
 def test_resume_with_a_changed_radius_is_refused(tmp_path):
