@@ -323,7 +323,8 @@ class Pipeline:
                                          "--session_name", f"aff_{sup}", "--save_dir", self.weights,
                                          *self.common()])
 
-    def a2gnn(self, sup: str) -> None:
+    def a2gnn_command(self, sup: str) -> tuple[str, list]:
+        """Stage 3 of ``sup``: the script and its arguments (benchmarks/bench_amp_quality.py reruns it)."""
         p = self.plan
         argv = ["--voc12_root", self.root, "--infer_list", self.infer_list,
                 "--weights", self.weights / f"aff_{sup}.pth", "--backbone_width", p.width,
@@ -331,11 +332,12 @@ class Pipeline:
                 "--save_path", self.pseudo_dir(sup), "--hidden", p.hidden,
                 "--overwrite", self.redo("a2gnn"), *self.common()]
         if sup == "box":
-            self.run("train_infer_A2GNN_box", [*argv, "--BoxXmlpath", self.root / "Annotations",
-                                               "--epochs", p.box_epochs])
-        else:
-            rw = ["--rw", "True", "--cam_dir", self.cam_dir] if sup in ("image", "point") else ["--rw", "False"]
-            self.run("train_infer_A2GNN_others", [*argv, *rw, "--epochs", p.others_epochs])
+            return "train_infer_A2GNN_box", [*argv, "--BoxXmlpath", self.root / "Annotations", "--epochs", p.box_epochs]
+        rw = ["--rw", "True", "--cam_dir", self.cam_dir] if sup in ("image", "point") else ["--rw", "False"]
+        return "train_infer_A2GNN_others", [*argv, *rw, "--epochs", p.others_epochs]
+
+    def a2gnn(self, sup: str) -> None:
+        self.run(*self.a2gnn_command(sup))
 
     def evaluate(self, sup: str) -> dict:
         """Scores of this supervision's seeds, baselines and pseudo labels against the ground truth."""

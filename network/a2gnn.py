@@ -166,7 +166,7 @@ class A2GNN(nn.Module):
     and dropout masks (``None``: the global generator), so an image's training does not depend on the
     other images it is batched with; the parameters are created on the generators' device. ``amp``: the
     embedding product (the largest, ``N × nfeat @ nfeat × nhid``) runs under bf16 autocast, its result is
-    cast back to float32 (meant for CUDA; the stage scripts allow it only there).
+    cast back to float32 (for speed on CUDA; on CPU it serves to measure the effect of the rounding).
     """
 
     def __init__(self, nfeat: int, nhid: int, nclass: int, nlayers: int, dropout_rate: float,
