@@ -218,7 +218,8 @@ def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
     by ``(args.seed, epoch)``, incomplete last batch dropped) for one or many processes."""
     rank, world = tdist.get_rank(), tdist.get_world_size()
     if args.batch_size % world:
-        raise ValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes")
+        raise ValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes "
+                         "(one per GPU: --gpus, or torchrun's --nproc_per_node, sets their number)")
     if len(dataset) < args.batch_size:
         raise ValueError(f"the training list has {len(dataset)} images, fewer than --batch_size {args.batch_size}")
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
