@@ -28,7 +28,6 @@ from tool import dist as tdist
 from tool.aff_losses import affinity_loss
 from tool.checkpoint import load_checkpoint, read_state_dict
 from tool.cli import add_id_list, add_voc12_root, default_device
-from tool.dist import add_gpus_argument, launch
 from tool.trainer import TrainResult, add_training_args, run_files, train
 from voc12.data import JITTER, AffTrainDataset
 from voc12.lists import read_list
@@ -76,7 +75,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(the folder stage 3 reads the published aff_*.pth from; upstream wrote to the current "
                         "folder)")
     add_training_args(p)
-    return add_gpus_argument(p)
+    return tdist.add_gpus_argument(p)
 
 
 def build_model(network: str, width: float) -> nn.Module:
@@ -129,4 +128,4 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    sys.exit(launch(main, args, args.gpus, args.device))
+    sys.exit(tdist.launch(main, args, args.gpus, args.device))

@@ -29,7 +29,6 @@ from network.deeplab import ARCHITECTURES, TORCHVISION_FILES, SegNet, build_seg_
 from tool import dist as tdist
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_voc12_root, default_device, str2bool
-from tool.dist import add_gpus_argument, launch
 from tool.segmentation import segmentation_loss
 from tool.trainer import add_training_args, train
 from voc12 import NUM_CLASSES
@@ -82,7 +81,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=default_device(), type=str)
     p.add_argument("--seed", default=0, type=int)
     add_training_args(p)
-    return add_gpus_argument(p)
+    return tdist.add_gpus_argument(p)
 
 
 def load_backbone(net: SegNet, path: str | os.PathLike) -> None:
@@ -130,4 +129,4 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    sys.exit(launch(main, args, args.gpus, args.device))
+    sys.exit(tdist.launch(main, args, args.gpus, args.device))
