@@ -202,7 +202,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch):
 def test_torchrun_two_processes(tmp_path):
     make_voc_root(tmp_path / "voc", count=8)  # two steps, so DDP runs past its first iteration
     args = stage2_args(tmp_path / "voc", tmp_path / "out", max_epoches=1)
-    argv = [a for k, v in vars(args).items()
+    argv = [a for k, v in vars(args).items() if v is not None  # None: the flag's default (e.g. --gpus)
             for a in ([f"--{k}", *map(str, v)] if isinstance(v, (list, tuple)) else [f"--{k}={v}"])]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
