@@ -1,11 +1,11 @@
 import pytest
 import torch
+from killed_run import killed_after_epoch
 
 import make_synthetic_voc
 import train_SEAM
 from network import resnet38d
 from network.resnet38_SEAM import Net
-from tool import trainer
 from tool.checkpoint import save_checkpoint
 
 
@@ -42,13 +42,8 @@ def train_args(root, weights, out, *extra):
         "--save_dir", str(out), "--session_name", "tiny", *extra])
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.slow
-def test_classification_loss_falls_checkpoint_loads_and_resume_continues(tiny_voc, init_weights, tmp_path,
-                                                                         monkeypatch):
+def test_classification_loss_falls_checkpoint_loads_and_resume_continues(tiny_voc, init_weights, tmp_path):
     history = train_SEAM.main(train_args(tiny_voc, init_weights, tmp_path, "--max_epoches", "3"))
     assert len(history) == 3
     assert history[-1]["cls"] < history[0]["cls"] - 0.05
@@ -59,17 +54,8 @@ def test_classification_loss_falls_checkpoint_loads_and_resume_continues(tiny_vo
     saved = torch.load(tmp_path / "tiny_state.pth", weights_only=True)
     assert saved["epoch"] == 3 and saved["step"] == 6  # 3 epochs done; 8 images / batch 4 = 2 steps per epoch
 
-    save_state = trainer.save_training_state
-
-    def save_then_stop(path, **kwargs):  # a kill right after the state of epoch 2 is written
-        save_state(path, **kwargs)
-        if kwargs["epoch"] == 2:
-            raise Interrupt
-
-    monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
-    with pytest.raises(Interrupt):
+    with killed_after_epoch(2):
         train_SEAM.main(train_args(tiny_voc, init_weights, tmp_path / "b", "--max_epoches", "3"))
-    monkeypatch.undo()
     history = train_SEAM.main(train_args(tiny_voc, init_weights, tmp_path / "b", "--max_epoches", "3",
                                          "--resume", "True"))
     assert len(history) == 1  # only the third epoch ran

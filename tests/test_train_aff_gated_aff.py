@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from killed_run import killed_after_epoch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -169,27 +170,13 @@ def test_short_run_lowers_loss_and_saves_strict_checkpoint(tmp_path):
     assert not any(k.startswith("module.") for k in saved)
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.slow
-def test_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_reproduces_uninterrupted_run(tmp_path):
     make_voc_root(tmp_path / "voc", count=4)
     full = stage2.main(stage2_args(tmp_path / "voc", tmp_path / "full", max_epoches=3))
     reference = torch.load(tmp_path / "full" / "aff_test.pth", weights_only=True)
-
-    save_state = trainer.save_training_state
-
-    def save_then_stop(path, **state):
-        save_state(path, **state)
-        if state["epoch"] == 2:
-            raise Interrupt
-
-    monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
-    with pytest.raises(Interrupt):
+    with killed_after_epoch(2):
         stage2.main(stage2_args(tmp_path / "voc", tmp_path / "cut", max_epoches=3))
-    monkeypatch.undo()
     rest = stage2.main(stage2_args(tmp_path / "voc", tmp_path / "cut", max_epoches=3, resume=True))
     assert len(rest) == 1
     assert rest[0]["loss"] == pytest.approx(full[-1]["loss"], rel=1e-6)

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from killed_run import killed_after_epoch
 
 import infer_seg
 import make_synthetic_voc
 import train_seg
-from tool import trainer
 from tool.label_io import read_label_png
 
 
@@ -36,24 +36,11 @@ def trained(tiny_voc, tmp_path_factory):
     return train_seg.main(seg_args(tiny_voc, out)), out
 
 
-class Interrupt(Exception):
-    pass
-
-
-def test_killed_and_resumed_training_ends_with_the_uninterrupted_weights(tiny_voc, trained, tmp_path, monkeypatch):
+def test_killed_and_resumed_training_ends_with_the_uninterrupted_weights(tiny_voc, trained, tmp_path):
     full, full_dir = trained
     assert len(full) == 5 and all(np.isfinite(s["loss"]) for s in full)  # 2 steps/epoch, last epoch cut at 5
-    save_state = trainer.save_training_state
-
-    def save_then_stop(path, **kwargs):
-        save_state(path, **kwargs)
-        if kwargs["epoch"] == 1:
-            raise Interrupt
-
-    monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
-    with pytest.raises(Interrupt):
+    with killed_after_epoch(1):
         train_seg.main(seg_args(tiny_voc, tmp_path / "cut"))
-    monkeypatch.undo()
     rest = train_seg.main(seg_args(tiny_voc, tmp_path / "cut", "--resume", "True"))
     assert rest == full[2:]
     reference = torch.load(full_dir / "seg.pth", weights_only=True)

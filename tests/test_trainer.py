@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from killed_run import killed_after_epoch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -62,25 +63,12 @@ def run(save_dir, **overrides):
                          SETTINGS)
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, optimizer):
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, optimizer):
     full = run(tmp_path / "full", optimizer=optimizer)
     assert len(full.steps) == 9 and len(full.epochs) == 3
-    save_state = trainer.save_training_state
-
-    def save_then_stop(path, **kwargs):
-        save_state(path, **kwargs)
-        if kwargs["epoch"] == 1:
-            raise Interrupt
-
-    monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
-    with pytest.raises(Interrupt):
+    with killed_after_epoch(1):
         run(tmp_path / "cut", optimizer=optimizer)
-    monkeypatch.undo()
     rest = run(tmp_path / "cut", optimizer=optimizer, resume=True)
     assert rest.steps == full.steps[3:]
     reference = torch.load(tmp_path / "full" / "toy.pth", weights_only=True)
