@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import make_synthetic_voc
-from voc12.synthetic import CATEGORIES, generate_sample, image_id, object_masks, write_sample
+from voc12.synthetic import CATEGORIES, add_distractors, generate_sample, image_id, object_masks, write_sample
 from vocabulary import CAT_LIST, voc_palette
 
 SMALL = {"min_size": 64, "max_size": 96}
@@ -145,3 +145,25 @@ def test_every_class_appears_across_a_few_hundred_images():
         assert len({b[0] for b in sample.boxes}) == len(set(np.unique(sample.seg)) - {0})
     assert counts[1:].min() >= 10, counts
     assert counts[1:].max() <= 4 * counts[1:].min(), counts
+
+
+def test_distractors_touch_objects_but_only_paint_background():
+    """Distractor blobs are drawn next to the instances, on background pixels only (labels stay true)."""
+    rng = np.random.default_rng(3)
+    h, w = 96, 120
+    owner = np.zeros((h, w), np.int32)
+    owner[30:60, 40:80] = 1
+    owner[10:25, 90:110] = 2
+    image = np.full((h, w, 3), 7.0, np.float32)
+    painted = np.zeros((h, w), bool)
+    for _ in range(20):
+        before = image.copy()
+        add_distractors(rng, image, owner)
+        painted |= np.any(image != before, axis=-1)
+        image[:] = 7.0
+    assert not painted[owner > 0].any()
+    assert painted.any()
+    ring = np.zeros((h, w), bool)  # background pixels next to an object
+    ring[29:61, 39:81] = True
+    ring &= owner == 0
+    assert (painted & ring).any()

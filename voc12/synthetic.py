@@ -7,9 +7,10 @@ only its class has (:data:`CATEGORIES`). So a classifier can learn the classes f
 while the evidence that tells them apart covers only part of each object, as on real images, and
 class activation maps are partial. Instances (1..3 per image) vary in size, aspect, tilt, mirror,
 hue and brightness, are truncated at the image border and occlude each other (the part stays at least
-half visible). The background is muted gradients and noise with clutter that shares the bodies' colours
-and textures, so colour models (GrabCut) and box filling are far from perfect. Labels show visible pixels
-only.
+half visible); the body of one instance in two fades, on one side, into what lies behind it. The
+background is muted gradients and noise with clutter that shares the bodies' colours and textures, and
+blobs in a body's look are drawn against the objects, so colour models (GrabCut) and box filling are far
+from perfect. Bodies and clutter are muted; only the parts are saturated. Labels show visible pixels only.
 
 Everything for image ``index`` comes from ``np.random.default_rng([seed, index])``: the same
 ``(seed, index)`` gives the same sample, byte for byte, whatever else is generated.
@@ -42,6 +43,9 @@ MIN_VISIBLE_PIXELS = 40
 MIN_INSIDE_FRACTION = 0.6  # share of an instance's pixels that must fall inside the image
 MIN_PART_FRACTION = 0.5  # share of the distinctive part that stays inside the image and unoccluded
 PLACEMENT_TRIES = 12
+FADE_PROBABILITY = 0.5  # share of instances whose body fades, on one side, into what lies behind it
+FADE_STRENGTH = (0.3, 0.7)  # blend weight of the background at the faded edge
+DISTRACTOR_PROBABILITY = 0.6  # per instance: a background blob in a body's look drawn against it
 
 Array = np.ndarray
 
@@ -89,13 +93,13 @@ CATEGORIES: dict[int, Category] = {
 
 PART_HUES = (0.0, 0.08, 0.16, 0.33, 0.5, 0.62, 0.8)  # red, orange, yellow, green, cyan, blue, magenta
 PART_RADIUS = 0.45  # part size in body-frame units (the body spans about [-0.95, 0.95])
-PART_PERIOD = {"stripes": 7.0, "dots": 8.0}  # pattern period in pixels
+PART_PERIOD = {"stripes": 9.0, "dots": 10.0}  # pattern period in pixels
 
 # group → (body hue, hue jitter, saturation range, value range, texture kind, texture period px, contrast)
 GROUPS: dict[str, tuple[float, float, tuple[float, float], tuple[float, float], str, float, float]] = {
-    "vehicle": (0.58, 0.05, (0.08, 0.3), (0.45, 0.8), "stripes", 7.0, 0.16),
-    "animal": (0.08, 0.04, (0.3, 0.55), (0.35, 0.7), "mottle", 5.0, 0.22),
-    "indoor": (0.2, 0.06, (0.15, 0.4), (0.4, 0.75), "grid", 8.0, 0.16),
+    "vehicle": (0.58, 0.05, (0.04, 0.2), (0.45, 0.8), "stripes", 7.0, 0.16),
+    "animal": (0.08, 0.04, (0.12, 0.32), (0.35, 0.7), "mottle", 5.0, 0.22),
+    "indoor": (0.2, 0.06, (0.06, 0.25), (0.4, 0.75), "grid", 8.0, 0.16),
 }
 
 
@@ -178,16 +182,16 @@ def body_paint(rng: np.random.Generator, group: str, x: Array, y: Array) -> Arra
 def part_paint(rng: np.random.Generator, cat: Category, x: Array, y: Array) -> Array:
     """Colours ``(h, w, 3)`` float32 of the distinctive part of ``cat``: its hue, dark where patterned."""
     hue = (PART_HUES[cat.hue] + rng.uniform(-0.015, 0.015)) % 1.0
-    bright = _hsv(hue, rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))
+    bright = _hsv(hue, rng.uniform(0.85, 1.0), rng.uniform(0.8, 1.0))
     t = pattern(cat.pattern, x, y, PART_PERIOD.get(cat.pattern, 1.0), rng)[..., None]
-    return bright * (1.0 - 0.65 * t)
+    return bright * (1.0 - 0.7 * t)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Background: muted gradients and noise, with clutter that shares the bodies' colours and textures.
 # ----------------------------------------------------------------------------------------------------
 def _muted(rng: np.random.Generator) -> Array:
-    return _hsv(rng.random(), rng.uniform(0.05, 0.45), rng.uniform(0.3, 0.85))
+    return _hsv(rng.random(), rng.uniform(0.05, 0.35), rng.uniform(0.3, 0.85))
 
 
 def background(rng: np.random.Generator, h: int, w: int) -> Array:
@@ -280,6 +284,12 @@ def paint_instance(rng: np.random.Generator, image: Array, p: Placement) -> None
     colour = (colour * shade * rng.uniform(0.85, 1.1) + noise).clip(0, 255)
     hh, ww = p.mask.shape
     region = image[p.y0:p.y0 + hh, p.x0:p.x0 + ww]
+    if rng.random() < FADE_PROBABILITY:  # one side of the body fades into what lies behind it
+        a = rng.uniform(0, 2 * np.pi)
+        side = np.cos(a) * p.du + np.sin(a) * p.dv
+        side = (side / (np.abs(side[p.mask]).max() + 1e-6)).clip(0, 1)
+        fade = (rng.uniform(*FADE_STRENGTH) * side)[..., None] * ~p.part[..., None]
+        colour = colour * (1.0 - fade) + region * fade
     region[p.mask] = colour[p.mask]
 
 
@@ -293,6 +303,25 @@ def sample_classes(rng: np.random.Generator, first: int) -> list[int]:
         else:
             classes.append(int(rng.integers(1, 21)))
     return classes
+
+
+def add_distractors(rng: np.random.Generator, image: Array, owner: Array) -> None:
+    """Paint background blobs in a body's look that touch the instances of ``owner`` ``(H, W)`` (0 = free),
+    onto the background pixels of ``image`` ``(H, W, 3)`` float32, in place: inside an object's box they look
+    like more object to colour models (GrabCut, box filling)."""
+    h, w = owner.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    side = min(h, w)
+    for k in range(1, int(owner.max()) + 1):
+        if rng.random() >= DISTRACTOR_PROBABILITY:
+            continue
+        ys, xs = np.nonzero(owner == k)
+        j = rng.integers(len(ys))
+        blob = np.zeros((h, w), np.uint8)
+        axes = tuple(int(x) for x in rng.uniform(side * 0.06, side * 0.16, 2))
+        cv2.ellipse(blob, (int(xs[j]), int(ys[j])), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        m = blob.astype(bool) & (owner == 0)
+        image[m] = body_paint(rng, str(rng.choice(list(GROUPS))), xx, yy)[m]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -404,6 +433,7 @@ def generate_sample(seed: int, index: int, min_size: int = 128, max_size: int = 
                 paint_instance(rng, image, p)
                 break
 
+    add_distractors(rng, image, owner)
     image = cv2.GaussianBlur(image, (3, 3), 0.6)
     image = np.round(image).clip(0, 255).astype(np.uint8)
     seg = np.zeros((h, w), np.uint8)
