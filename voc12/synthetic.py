@@ -92,7 +92,7 @@ CATEGORIES: dict[int, Category] = {
 """Class id 1..20 → its appearance; no two classes share the part's (hue, pattern) pair."""
 
 PART_HUES = (0.0, 0.08, 0.16, 0.33, 0.5, 0.62, 0.8)  # red, orange, yellow, green, cyan, blue, magenta
-PART_RADIUS = 0.45  # part size in body-frame units (the body spans about [-0.95, 0.95])
+PART_RADIUS = 0.5  # part size in body-frame units (the body spans about [-0.95, 0.95])
 PART_PERIOD = {"stripes": 9.0, "dots": 10.0}  # pattern period in pixels
 
 # group → (body hue, hue jitter, saturation range, value range, texture kind, texture period px, contrast)
@@ -254,7 +254,7 @@ class Placement:
 
 def place_instance(rng: np.random.Generator, cls: int, h: int, w: int) -> Placement:
     """Random size, aspect, tilt, mirror and centre for one class-``cls`` object in an ``h×w`` image."""
-    radius = rng.uniform(0.25, 0.42) * min(h, w)
+    radius = rng.uniform(0.3, 0.5) * min(h, w)
     aspect = np.sqrt(rng.uniform(0.7, 1.4))
     theta = rng.uniform(-0.6, 0.6)
     mirror = -1.0 if rng.random() < 0.5 else 1.0
