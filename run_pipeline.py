@@ -73,10 +73,10 @@ class Plan:
 # The generated classes are told apart by the hue of one part (voc12/synthetic.py): no hue jitter there.
 SYNTHETIC_JITTER = (0.3, 0.3, 0.3, 0.0)
 PLANS = {
-    "default": Plan(num_train_aug=1500, num_train=60, num_val=200, min_size=96, max_size=144, width=0.125,
-                    cam_epochs=16, cam_batch=16, cam_crop=112, cam_resize_long=(96, 144), cam_lr=3e-3,
-                    cam_optimizer="adamw", cam_cls_only_epochs=9, cam_scales=(0.5, 1.0, 1.5),
-                    jitter=SYNTHETIC_JITTER, aff_epochs=1, aff_batch=8, aff_crop=112, aff_lr=0.01,
+    "default": Plan(num_train_aug=1500, num_train=60, num_val=200, min_size=112, max_size=176, width=0.125,
+                    cam_epochs=12, cam_batch=16, cam_crop=128, cam_resize_long=(112, 176), cam_lr=3e-3,
+                    cam_optimizer="adamw", cam_cls_only_epochs=8, cam_scales=(0.5, 1.0, 1.5),
+                    jitter=SYNTHETIC_JITTER, aff_epochs=1, aff_batch=8, aff_crop=128, aff_lr=0.01,
                     box_epochs=150, others_epochs=50, hidden=256),
     "quick": Plan(num_train_aug=24, num_train=12, num_val=8, min_size=96, max_size=128, width=0.125,
                   cam_epochs=2, cam_batch=4, cam_crop=96, cam_resize_long=(96, 144), cam_lr=3e-3,

@@ -21,7 +21,7 @@ from torch import nn
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_id_list, add_voc12_root, default_device
 from tool.dist import add_gpus_argument, cleanup_distributed, get_rank, init_distributed, is_main_process, launch
-from tool.seam_losses import TwoViews, seam_step_losses
+from tool.seam_losses import TwoViews, classification_step_loss, seam_step_losses
 from tool.trainer import add_training_args, run_files, train
 from voc12.data import JITTER, ClsTrainDataset
 from voc12.lists import read_list
@@ -76,9 +76,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def seam_objective(model: nn.Module, batch: dict, epoch: int, cls_only_epochs: int
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SEAM losses of one batch (algorithm.md §1.2); the classification loss alone during ``cls_only_epochs``."""
+    """SEAM losses of one batch (algorithm.md §1.2); during ``cls_only_epochs`` the classification loss of
+    the batch itself alone (no second view: at the small crops of a CPU run the 0.3x view is too small to
+    tell classes apart by their parts)."""
+    if epoch < cls_only_epochs:
+        cls = classification_step_loss(model, batch["image"], batch["label"])
+        return cls, {"loss": cls, "cls": cls}
     losses = seam_step_losses(model, batch["image"], batch["label"])
-    return (losses["cls"] if epoch < cls_only_epochs else losses["loss"]), {k: losses[k] for k in LOSS_NAMES}
+    return losses["loss"], {k: losses[k] for k in LOSS_NAMES}
 
 
 def main(args: argparse.Namespace) -> list[dict[str, float]]:

@@ -89,7 +89,9 @@ class TwoViews(torch.nn.Module):
         super().__init__()
         self.net, self.scale = net, scale
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, images: torch.Tensor, second_view: bool = True) -> tuple[torch.Tensor, ...]:
+        if not second_view:  # view 1 alone: (cam1, rv1)
+            return self.net(images)
         size = (int(images.shape[2] * self.scale), int(images.shape[3] * self.scale))
         view2 = F.interpolate(images, size, mode="bilinear", align_corners=True)
         return (*self.net(images), *self.net(view2))
@@ -101,7 +103,21 @@ def seam_step_losses(two_views: torch.nn.Module, images: torch.Tensor,
 
     images: ``(N, 3, H, W)`` normalized. labels: ``(N, 20)`` 0/1 image labels.
     """
-    n = images.shape[0]
-    y = torch.cat([torch.ones(n, 1, device=images.device, dtype=images.dtype),
-                   labels.to(images.device, images.dtype)], dim=1).view(n, -1, 1, 1)
-    return seam_losses(*two_views(images), y)
+    return seam_losses(*two_views(images), label_maps(labels, images))
+
+
+def classification_step_loss(two_views: torch.nn.Module, images: torch.Tensor,
+                             labels: torch.Tensor) -> torch.Tensor:
+    """The classification loss of view 1 alone (the from-scratch warm-up of ``train_SEAM.py``).
+
+    images: ``(N, 3, H, W)`` normalized. labels: ``(N, 20)`` 0/1 image labels.
+    """
+    cam, _ = two_views(images, second_view=False)
+    return classification_loss(cam, label_maps(labels, images))
+
+
+def label_maps(labels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``(N, 20)`` image labels → ``y`` ``(N, 21, 1, 1)`` = [1, labels] on ``like``'s device and dtype."""
+    n = labels.shape[0]
+    ones = torch.ones(n, 1, device=like.device, dtype=like.dtype)
+    return torch.cat([ones, labels.to(like.device, like.dtype)], dim=1).view(n, -1, 1, 1)
