@@ -47,8 +47,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="SGD momentum; 5e-4 reproduces the published optimizer (weight decay passed "
                              "into the momentum slot)")
     parser.add_argument("--cls_only_epochs", default=0, type=int,
-                        help="OURS: train on the classification loss alone for this many first epochs (a "
-                             "warm-up for --weights none); 0 = every SEAM loss from the start (published)")
+                        help="OURS: train on the classification loss of the batch itself alone (no 0.3x view) "
+                             "for this many first epochs (a warm-up for --weights none); 0 = every SEAM loss "
+                             "from the start (published)")
     add_id_list(parser, "--train_list", what="images to train on")
     parser.add_argument("--session_name", default="resnet38_SEAM", type=str)
     parser.add_argument("--crop_size", default=448, type=int)
