@@ -31,8 +31,8 @@ from voc12.preflight import preflight_training
 LOSS_NAMES = ("loss", "cls", "rvmin", "er", "ecr")
 # flags whose change alters the result: a resume must repeat them (tool/trainer.py)
 SETTINGS = ("network", "backbone_width", "weights", "train_list", "cls_labels", "crop_size", "color_jitter",
-            "resize_long", "batch_size", "max_epoches", "cls_only_epochs", "lr", "wt_dec", "momentum", "optimizer",
-            "seed", "num_workers")
+            "resize_long", "batch_size", "max_epoches", "cls_only_epochs", "pcm_only_epochs", "lr", "wt_dec",
+            "momentum", "optimizer", "seed", "num_workers")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="OURS: train on the classification loss of the batch itself alone (no 0.3x view) "
                              "for this many first epochs (a warm-up for --weights none); 0 = every SEAM loss "
                              "from the start (published)")
+    parser.add_argument("--pcm_only_epochs", default=0, type=int,
+                        help="OURS: train the PCM head alone for this many last epochs (its two losses, rvmin "
+                             "+ ECR; backbone and classifier in eval mode, unchanged, BatchNorm statistics "
+                             "included); 0 = none (published)")
     add_id_list(parser, "--train_list", what="images to train on")
     parser.add_argument("--session_name", default="resnet38_SEAM", type=str)
     parser.add_argument("--crop_size", default=448, type=int)
@@ -75,15 +79,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     return add_gpus_argument(parser)
 
 
-def seam_objective(model: nn.Module, batch: dict, epoch: int, cls_only_epochs: int
+def seam_objective(model: nn.Module, batch: dict, epoch: int, cls_only_epochs: int, pcm_from_epoch: int
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SEAM losses of one batch (algorithm.md §1.2); during ``cls_only_epochs`` the classification loss of
+    """SEAM losses of one batch (algorithm.md §1.2). Before ``cls_only_epochs``: the classification loss of
     the batch itself alone (no second view: at the small crops of a CPU run the 0.3x view is too small to
-    tell classes apart by their parts)."""
+    tell classes apart by their parts). From ``pcm_from_epoch`` on: the PCM head alone, the network in eval
+    mode (the 0.3x view would otherwise shift the BatchNorm statistics of a from-scratch backbone); rvmin
+    and ECR are the losses whose gradient reaches the PCM head only (its inputs are detached)."""
     if epoch < cls_only_epochs:
         cls = classification_step_loss(model, batch["image"], batch["label"])
         return cls, {"loss": cls, "cls": cls}
+    if epoch >= pcm_from_epoch:
+        model.eval()
     losses = seam_step_losses(model, batch["image"], batch["label"])
+    if epoch >= pcm_from_epoch:
+        losses["loss"] = losses["rvmin"] + losses["ecr"]
     return losses["loss"], {k: losses[k] for k in LOSS_NAMES}
 
 
@@ -102,10 +112,14 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
     net = importlib.import_module(args.network).Net(width=args.backbone_width, from_scratch=from_scratch)
     if not (from_scratch or args.resume):
         load_checkpoint(net, args.weights, strict=False)
-    objective = functools.partial(seam_objective, cls_only_epochs=args.cls_only_epochs)
-    # the PCM head gets no gradient from the classification loss alone (--cls_only_epochs)
+    if args.cls_only_epochs + args.pcm_only_epochs > args.max_epoches:
+        raise SystemExit(f"--cls_only_epochs {args.cls_only_epochs} + --pcm_only_epochs {args.pcm_only_epochs} "
+                         f"exceed --max_epoches {args.max_epoches}")
+    objective = functools.partial(seam_objective, cls_only_epochs=args.cls_only_epochs,
+                                  pcm_from_epoch=args.max_epoches - args.pcm_only_epochs)
+    # the PCM head gets no gradient from the classification loss alone, the rest none in the PCM epochs
     result = train(net, objective, dataset, args, device, SETTINGS, wrap=TwoViews,
-                   find_unused_parameters=args.cls_only_epochs > 0)
+                   find_unused_parameters=args.cls_only_epochs + args.pcm_only_epochs > 0)
     cleanup_distributed()
     return result.epochs
 

@@ -82,3 +82,28 @@ def test_from_scratch_with_classification_warm_up(tiny_voc, tmp_path):
         assert not torch.equal(state[name], initial[name])
     assert state["bn7.num_batches_tracked"].item() == 2  # 2 steps of the batch itself (no second view)
     assert not torch.equal(state["bn7.running_mean"], initial["bn7.running_mean"])
+
+
+def test_pcm_only_epochs_train_the_pcm_head_alone(tiny_voc, tmp_path):
+    """``--pcm_only_epochs 1`` after a warm-up epoch changes f8_3/f8_4/f9 and nothing else: every backbone and
+    classifier tensor, BatchNorm running statistics included, ends as the warm-up left it (the run is killed
+    after the warm-up and resumed, so the PCM epoch also starts from a resume)."""
+    argv = ["--max_epoches", "2", "--momentum", "0.9", "--cls_only_epochs", "1", "--pcm_only_epochs", "1"]
+    with killed_after_epoch(1):
+        train_SEAM.main(train_args(tiny_voc, "none", tmp_path, *argv))
+    after_warm = torch.load(tmp_path / "tiny_state.pth", weights_only=True)["model"]
+    history = train_SEAM.main(train_args(tiny_voc, "none", tmp_path, *argv, "--resume", "True"))
+    assert len(history) == 1 and history[0]["loss"] > 0
+    after_pcm = torch.load(tmp_path / "tiny.pth", weights_only=True)
+    assert set(after_pcm) == set(after_warm)
+    for name, value in after_warm.items():
+        if name in ("f8_3.weight", "f8_4.weight", "f9.weight"):
+            assert not torch.equal(after_pcm[name], value), name
+        else:
+            assert torch.equal(after_pcm[name], value), name
+
+
+def test_cls_only_and_pcm_only_epochs_must_fit(tiny_voc, tmp_path):
+    with pytest.raises(SystemExit, match="--pcm_only_epochs"):
+        train_SEAM.main(train_args(tiny_voc, "none", tmp_path, "--max_epoches", "2", "--cls_only_epochs", "2",
+                                   "--pcm_only_epochs", "1"))
