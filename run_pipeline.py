@@ -76,7 +76,7 @@ class Plan:
 SYNTHETIC_JITTER = (0.0, 0.0, 0.0, 0.0)
 PLANS = {
     "default": Plan(num_train_aug=1500, num_train=60, num_val=200, min_size=112, max_size=176, width=0.125,
-                    cam_epochs=12, cam_batch=16, cam_crop=128, cam_resize_long=(112, 176), cam_lr=3e-3,
+                    cam_epochs=12, cam_batch=16, cam_crop=128, cam_resize_long=(112, 176), cam_lr=1.5e-3,
                     cam_optimizer="adamw", cam_cls_only_epochs=11, cam_pcm_only_epochs=1,
                     cam_scales=(0.5, 1.0, 1.5),
                     jitter=SYNTHETIC_JITTER, aff_epochs=1, aff_batch=8, aff_crop=128, aff_lr=0.01,
