@@ -89,16 +89,19 @@ def seam_objective(model: nn.Module, batch: dict, epoch: int, cls_only_epochs: i
     if epoch < cls_only_epochs:
         cls = classification_step_loss(model, batch["image"], batch["label"])
         return cls, {"loss": cls, "cls": cls}
-    if epoch >= pcm_from_epoch:
+    pcm_only = epoch >= pcm_from_epoch
+    if pcm_only:
         model.eval()
     losses = seam_step_losses(model, batch["image"], batch["label"])
-    if epoch >= pcm_from_epoch:
-        losses["loss"] = losses["rvmin"] + losses["ecr"]
-    return losses["loss"], {k: losses[k] for k in LOSS_NAMES}
+    loss = losses["rvmin"] + losses["ecr"] if pcm_only else losses["loss"]
+    return loss, {**{k: losses[k] for k in LOSS_NAMES}, "loss": loss}
 
 
 def main(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train; return the per-epoch mean losses (averaged over processes) of the epochs run."""
+    if args.cls_only_epochs + args.pcm_only_epochs > args.max_epoches:
+        raise SystemExit(f"--cls_only_epochs {args.cls_only_epochs} + --pcm_only_epochs {args.pcm_only_epochs} "
+                         f"exceed --max_epoches {args.max_epoches}")
     device = init_distributed(args.device)
     torch.manual_seed(args.seed + get_rank())  # DDP copies rank 0's initial weights
     ids = read_list(args.train_list, args.voc12_root)
@@ -112,9 +115,6 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
     net = importlib.import_module(args.network).Net(width=args.backbone_width, from_scratch=from_scratch)
     if not (from_scratch or args.resume):
         load_checkpoint(net, args.weights, strict=False)
-    if args.cls_only_epochs + args.pcm_only_epochs > args.max_epoches:
-        raise SystemExit(f"--cls_only_epochs {args.cls_only_epochs} + --pcm_only_epochs {args.pcm_only_epochs} "
-                         f"exceed --max_epoches {args.max_epoches}")
     objective = functools.partial(seam_objective, cls_only_epochs=args.cls_only_epochs,
                                   pcm_from_epoch=args.max_epoches - args.pcm_only_epochs)
     # the PCM head gets no gradient from the classification loss alone, the rest none in the PCM epochs
