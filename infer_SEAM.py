@@ -45,6 +45,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scales", default=list(CAM_SCALES), type=float, nargs="+")
     parser.add_argument("--low_alpha", default=4, type=float, help="background power of the low CRF")
     parser.add_argument("--high_alpha", default=24, type=float, help="background power of the high CRF")
+    parser.add_argument("--sure_bg_score", default=0.8, type=float,
+                        help="a seed is background where the background score (1 - max CAM)^high_alpha exceeds "
+                             "this (published 0.8: every CAM below 0.009 at alpha 24)")
     parser.add_argument("--out_cam", default=None, type=str, help="folder of CAM .npz files")
     parser.add_argument("--out_cam_pred", default=None, type=str, help="folder of CAM argmax PNGs")
     parser.add_argument("--out_cam_pred_alpha", default=0.26, type=float,
@@ -133,7 +136,7 @@ def main(args: argparse.Namespace) -> RunSummary:
             return
         present = np.concatenate([[0], classes])
         crf_la, crf_ha, seed, full = seeds_from_cams(item["image"], classes, cams, args.low_alpha,
-                                                     args.high_alpha)
+                                                     args.high_alpha, args.sure_bg_score)
         for name, crf in (("la_crf", crf_la), ("ha_crf", crf_ha)):
             if name in path:
                 save_npz(path[name], classes=present, probs=crf[present])

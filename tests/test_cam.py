@@ -101,7 +101,7 @@ def test_cam_label_with_constant_background_score():
         cam_label(np.array([4, 9]), cams)
 
 
-def reference_seeds(classes, cams, crf_la, crf_ha):
+def reference_seeds(classes, cams, crf_la, crf_ha, bg_thresh=0.8):
     """algorithm.md §1.1 steps 2-4 with per-pixel loops."""
     _, h, w = crf_la.shape
     cam_all = np.zeros((21, h, w), np.float32)
@@ -124,7 +124,7 @@ def reference_seeds(classes, cams, crf_la, crf_ha):
         if c == 0:
             for i in range(h):
                 for j in range(w):
-                    if cam_img[i, j] == 0 and cam_all[0, i, j] > 0.8:
+                    if cam_img[i, j] == 0 and cam_all[0, i, j] > bg_thresh:
                         sure[i, j] = True
             continue
         values = sorted(cam_all[c, i, j] for i in range(h) for j in range(w)
@@ -165,6 +165,10 @@ def test_confident_seeds_match_loops():
     np.testing.assert_array_equal(full, ref_full)
     np.testing.assert_array_equal(seed, ref_seed)
     assert {0, 5, 12} <= set(np.unique(seed).tolist()) and (seed == 255).any()
+    # a looser sure-background score (infer_SEAM.py --sure_bg_score) seeds more background, same rule
+    loose, _ = confident_seeds(classes, cams, crf_la, crf_ha, bg_thresh=0.3)
+    np.testing.assert_array_equal(loose, reference_seeds(classes, cams, crf_la, crf_ha, bg_thresh=0.3)[0])
+    assert (loose == 0).sum() > (seed == 0).sum()
 
 
 def test_crf_with_alpha_places_classes():

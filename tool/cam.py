@@ -174,11 +174,12 @@ def confident_seeds(classes: np.ndarray, cams: np.ndarray, crf_la: np.ndarray, c
 
 
 def seeds_from_cams(image: np.ndarray, classes: np.ndarray, cams: np.ndarray, low_alpha: float = 4,
-                    high_alpha: float = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                    high_alpha: float = 24, bg_thresh: float = 0.8,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The CRF at both alphas and :func:`confident_seeds` of compact CAMs on ``image`` ``(H, W, 3)``.
 
     Returns ``(crf_la, crf_ha, seed, full)``: ``(21, H, W)`` float32 marginals, ``(H, W)`` uint8 labels."""
     crf_la = crf_with_alpha(image, classes, cams, low_alpha)
     crf_ha = crf_with_alpha(image, classes, cams, high_alpha)
-    seed, full = confident_seeds(classes, cams, crf_la, crf_ha, high_alpha=high_alpha)
+    seed, full = confident_seeds(classes, cams, crf_la, crf_ha, high_alpha=high_alpha, bg_thresh=bg_thresh)
     return crf_la, crf_ha, seed, full
