@@ -48,6 +48,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sure_bg_score", default=0.8, type=float,
                         help="a seed is background where the background score (1 - max CAM)^high_alpha exceeds "
                              "this (published 0.8: every CAM below 0.009 at alpha 24)")
+    parser.add_argument("--sure_bg_quantile", default=0.0, type=float,
+                        help="OURS: also seed as background, in every image, the pixels among its lowest this "
+                             "fraction of max CAM (0.1 = 10 %%) that are below --sure_bg_quantile_max_cam, so that "
+                             "no image is left without background seeds; default 0: off (published rule)")
+    parser.add_argument("--sure_bg_quantile_max_cam", default=0.5, type=float,
+                        help="max CAM above which --sure_bg_quantile seeds no background")
     parser.add_argument("--out_cam", default=None, type=str, help="folder of CAM .npz files")
     parser.add_argument("--out_cam_pred", default=None, type=str, help="folder of CAM argmax PNGs")
     parser.add_argument("--out_cam_pred_alpha", default=0.26, type=float,
@@ -136,7 +142,8 @@ def main(args: argparse.Namespace) -> RunSummary:
             return
         present = np.concatenate([[0], classes])
         crf_la, crf_ha, seed, full = seeds_from_cams(item["image"], classes, cams, args.low_alpha,
-                                                     args.high_alpha, args.sure_bg_score)
+                                                     args.high_alpha, args.sure_bg_score, args.sure_bg_quantile,
+                                                     args.sure_bg_quantile_max_cam)
         for name, crf in (("la_crf", crf_la), ("ha_crf", crf_ha)):
             if name in path:
                 save_npz(path[name], classes=present, probs=crf[present])

@@ -171,6 +171,29 @@ def test_confident_seeds_match_loops():
     assert (loose == 0).sum() > (seed == 0).sum()
 
 
+def test_confident_seeds_background_quantile_matches_loops():
+    """--sure_bg_quantile: the lowest-q max-CAM pixels below the cap become background unless seeded as object."""
+    rng = np.random.default_rng(5)
+    h, w = 12, 15
+    classes = np.array([3, 7])
+    cams = (0.2 + 0.8 * rng.random((2, h, w))).astype(np.float32)  # no pixel below 0.009: no published bg seed
+    scores = np.exp(6 * np.concatenate([(1 - cams.max(0, keepdims=True)) ** 4, cams]))
+    crf = np.zeros((21, h, w), np.float32)
+    crf[[0, *classes]] = scores / scores.sum(0)
+    seed, _ = confident_seeds(classes, cams, crf, crf)
+    assert not (seed == 0).any()
+    out, _ = confident_seeds(classes, cams, crf, crf, bg_quantile=0.2, bg_quantile_max_cam=0.5)
+    max_cam = [[max(cams[:, i, j]) for j in range(w)] for i in range(h)]
+    cut = float(np.quantile(np.array(max_cam), 0.2))
+    ref = seed.copy()
+    for i in range(h):
+        for j in range(w):
+            if max_cam[i][j] <= cut and max_cam[i][j] < 0.5 and seed[i, j] in (0, 255):
+                ref[i, j] = 0
+    np.testing.assert_array_equal(out, ref)
+    assert (out == 0).any() and (out == 0).sum() <= 0.2 * h * w + 1
+
+
 def test_crf_with_alpha_places_classes():
     rng = np.random.default_rng(0)
     cams = rng.random((2, 6, 8)).astype(np.float32)

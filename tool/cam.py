@@ -141,13 +141,16 @@ def crf_with_alpha(image: np.ndarray, classes: np.ndarray, cams: np.ndarray, alp
 
 def confident_seeds(classes: np.ndarray, cams: np.ndarray, crf_la: np.ndarray, crf_ha: np.ndarray,
                     high_alpha: float = 24, top: float = 0.4, bg_thresh: float = 0.8,
-                    crf_thresh: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+                    crf_thresh: float = 0.8, bg_quantile: float = 0.0,
+                    bg_quantile_max_cam: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Confident ("top 40%") seeds and the full label of algorithm.md §1.1 steps 2–4.
 
     classes/cams: compact CAMs ``(K,)``, ``(K, H, W)``. crf_la, crf_ha: ``(21, H, W)`` CRF marginals at the
     low and high alpha. Returns ``(seed, full)``, both ``(H, W)`` uint8: ``full`` = argmax(crf_la) with its
     background → 255, then argmax(crf_ha) == 0 → 0; ``seed`` = ``full`` with 255 outside the CAM sure
-    region and where ``max(crf_ha[0], crf_la[1:]) < crf_thresh``.
+    region and where ``max(crf_ha[0], crf_la[1:]) < crf_thresh``. With ``bg_quantile`` q > 0 (ours, §1.1 step
+    4), the image's q-quantile of lowest max-CAM pixels below ``bg_quantile_max_cam`` also become background
+    seeds where ``seed`` is not an object.
     """
     la_label = crf_la.argmax(axis=0)
     full = la_label.astype(np.uint8)
@@ -170,16 +173,21 @@ def confident_seeds(classes: np.ndarray, cams: np.ndarray, crf_la: np.ndarray, c
     confidence = np.concatenate([crf_ha[:1], crf_la[1:]]).max(axis=0)
     seed = full.copy()
     seed[~sure | (confidence < crf_thresh)] = 255
+    if bg_quantile > 0 and cams.shape[0] > 0:
+        max_cam = cams.max(axis=0)
+        low = (max_cam <= np.quantile(max_cam, bg_quantile)) & (max_cam < bg_quantile_max_cam)
+        seed[low & ((seed == 0) | (seed == 255))] = 0
     return seed, full
 
 
 def seeds_from_cams(image: np.ndarray, classes: np.ndarray, cams: np.ndarray, low_alpha: float = 4,
-                    high_alpha: float = 24, bg_thresh: float = 0.8,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                    high_alpha: float = 24, bg_thresh: float = 0.8, bg_quantile: float = 0.0,
+                    bg_quantile_max_cam: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The CRF at both alphas and :func:`confident_seeds` of compact CAMs on ``image`` ``(H, W, 3)``.
 
     Returns ``(crf_la, crf_ha, seed, full)``: ``(21, H, W)`` float32 marginals, ``(H, W)`` uint8 labels."""
     crf_la = crf_with_alpha(image, classes, cams, low_alpha)
     crf_ha = crf_with_alpha(image, classes, cams, high_alpha)
-    seed, full = confident_seeds(classes, cams, crf_la, crf_ha, high_alpha=high_alpha, bg_thresh=bg_thresh)
+    seed, full = confident_seeds(classes, cams, crf_la, crf_ha, high_alpha=high_alpha, bg_thresh=bg_thresh,
+                                 bg_quantile=bg_quantile, bg_quantile_max_cam=bg_quantile_max_cam)
     return crf_la, crf_ha, seed, full
