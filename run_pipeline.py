@@ -79,7 +79,7 @@ SYNTHETIC_JITTER = (0.0, 0.0, 0.0, 0.0)
 # Sure background where every CAM is below 0.05 instead of the published 0.009 ((1 - 0.009)^24 = 0.8): a
 # from-scratch classifier's CAMs are near zero on less of the background; and, in every image, its lowest 10 %
 # of max-CAM pixels (below 0.5): the CRF at alpha 24 leaves a third of the images without any background
-# seed otherwise (README, "Why image level still loses").
+# seed otherwise (README: the background seed rule table of the seed-1 run).
 SYNTHETIC_SURE_BG = (1 - 0.05) ** 24
 PLANS = {
     "default": Plan(num_train_aug=1500, num_train=60, num_val=200, min_size=112, max_size=176, width=0.125,

@@ -102,7 +102,7 @@ def test_cam_label_with_constant_background_score():
 
 
 def reference_seeds(classes, cams, crf_la, crf_ha, bg_thresh=0.8):
-    """algorithm.md §1.1 steps 2-4 with per-pixel loops."""
+    """algorithm.md §1.1 steps 1-3 (the published rule) with per-pixel loops."""
     _, h, w = crf_la.shape
     cam_all = np.zeros((21, h, w), np.float32)
     for k, c in enumerate(classes):

@@ -143,7 +143,7 @@ def confident_seeds(classes: np.ndarray, cams: np.ndarray, crf_la: np.ndarray, c
                     high_alpha: float = 24, top: float = 0.4, bg_thresh: float = 0.8,
                     crf_thresh: float = 0.8, bg_quantile: float = 0.0,
                     bg_quantile_max_cam: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Confident ("top 40%") seeds and the full label of algorithm.md §1.1 steps 2–4.
+    """Confident ("top 40%") seeds and the full label of algorithm.md §1.1 steps 1–3 (step 4 with ``bg_quantile``).
 
     classes/cams: compact CAMs ``(K,)``, ``(K, H, W)``. crf_la, crf_ha: ``(21, H, W)`` CRF marginals at the
     low and high alpha. Returns ``(seed, full)``, both ``(H, W)`` uint8: ``full`` = argmax(crf_la) with its
