@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from stages.a2gnn import add_a2gnn_arguments, run_a2gnn
+from tool.cli import str2bool
 from tool.dist import launch
 from tool.runner import RunSummary
 
@@ -18,6 +19,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_a2gnn_arguments(parser, "box")
     parser.add_argument("--BoxXmlpath", default=None, type=str,
                         help="folder of VOC XML box annotations <id>.xml (default: voc12_root/Annotations)")
+    parser.add_argument("--box_constraint", default=False, type=str2bool,
+                        help="ours (off = published): before and after the dense CRF, allow each pixel only "
+                             "background and the classes of the boxes that contain it (True/False)")
     return parser
 
 

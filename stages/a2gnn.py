@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tool.box_labels import box_class_mask
 from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
@@ -99,7 +100,8 @@ class A2GNNJob:
         if rw and not getattr(args, "cam_dir", None):
             raise ValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
         self.box_dir = Path(args.BoxXmlpath or self.root / "Annotations") if schedule == "box" else None
-        self.results: dict[str, tuple[np.ndarray, np.ndarray] | Exception] = {}
+        self.box_constraint = getattr(args, "box_constraint", False)
+        self.results: dict[str, tuple[np.ndarray, np.ndarray, list | None] | Exception] = {}
 
     def outputs(self, image_id: str) -> list[Path]:
         paths = [Path(self.args.save_path) / f"{image_id}.png"]
@@ -167,7 +169,7 @@ class A2GNNJob:
             probs = [err] if len(items) == 1 else [self._alone(item) for item in items]
         for item, prob in zip(items, probs, strict=True):
             self.results[item.key] = prob if isinstance(prob, Exception) else (loaded[item.key]["rgb"],
-                                                                               prob.cpu().numpy())
+                                                                               prob.cpu().numpy(), item.boxes)
 
     def _alone(self, item: ImageInputs) -> torch.Tensor | Exception:
         try:
@@ -181,11 +183,17 @@ class A2GNNJob:
         result = self.results.pop(image_id)
         if isinstance(result, Exception):
             raise result
-        rgb, probs = result
+        rgb, probs, boxes = result
+        allowed = box_class_mask(boxes, rgb.shape[:2], probs.shape[0]) if self.box_constraint else None
+        if allowed is not None:  # --box_constraint: only background and the classes of the pixel's boxes
+            probs = np.where(allowed, probs, 0.0)
+            probs = probs / np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
         if self.args.save_probs:
             save_npz(Path(self.args.save_probs) / f"{image_id}.npz", probs=probs.astype(np.float16))
-        label = np.argmax(dense_crf(rgb, probs, A2GNN_CRF), axis=0).astype(np.uint8)
-        save_label_png(Path(self.args.save_path) / f"{image_id}.png", label)
+        marginals = dense_crf(rgb, probs, A2GNN_CRF)
+        if allowed is not None:
+            marginals = np.where(allowed, marginals, -1.0)
+        save_label_png(Path(self.args.save_path) / f"{image_id}.png", np.argmax(marginals, axis=0).astype(np.uint8))
 
 
 def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:

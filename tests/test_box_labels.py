@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import make_baseline_labels
-from tool.box_labels import box_fill_label, grabcut_box_masks, grabcut_label, smallest_box_owner
+from tool.box_labels import box_class_mask, box_fill_label, grabcut_box_masks, grabcut_label, smallest_box_owner
 from tool.label_io import read_label_png
 from voc12.annotations import read_boxes
 from voc12.synthetic import generate_sample, image_id, write_lists, write_sample
@@ -23,6 +23,25 @@ def _owner_loop(boxes, hw):
             if best is not None:
                 owner[y, x] = best[1]
     return owner
+
+
+def test_box_class_mask_matches_a_loop_over_pixels_and_boxes():
+    rng = np.random.default_rng(3)
+    hw = (9, 13)
+    for _ in range(5):
+        boxes = []
+        for _ in range(rng.integers(0, 4)):
+            x0, x1 = sorted(rng.integers(0, hw[1], 2))
+            y0, y1 = sorted(rng.integers(0, hw[0], 2))
+            boxes.append(Box(int(rng.integers(1, 21)), int(x0), int(y0), int(x1), int(y1)))
+        expected = np.zeros((21, *hw), bool)
+        for y in range(hw[0]):
+            for x in range(hw[1]):
+                expected[0, y, x] = True
+                for b in boxes:
+                    if b.x0 <= x <= b.x1 and b.y0 <= y <= b.y1:
+                        expected[b.cls, y, x] = True
+        assert np.array_equal(box_class_mask(boxes, hw, 21), expected)
 
 
 def test_box_fill_smallest_box_on_top():

@@ -78,6 +78,31 @@ def test_box_script_writes_labels_resumes_and_reports_failures(fake_voc, tmp_pat
     assert again.skipped == 2 and again.done == 0 and len(again.failed) == 1
 
 
+def test_box_constraint_keeps_labels_and_probabilities_to_the_boxes(fake_voc, tmp_path):
+    """Seeds of the box's class outside its box: without --box_constraint the label spills there; with it
+    nothing outside the box is the box's class, in the labels and in the saved probabilities."""
+    seeds_dir = tmp_path / "seeds"
+    for image_id in IDS:
+        seeds = read_label_png(fake_voc / "seeds" / f"{image_id}.png")
+        seeds[34:, :18] = 8  # the box is x 20..44, y 10..29 (0-based)
+        save_label_png(seeds_dir / f"{image_id}.png", seeds)
+    outside = np.ones(SIZE, bool)
+    outside[10:30, 20:45] = False
+    for constraint in (False, True):
+        out = tmp_path / f"constraint_{constraint}"
+        flags = [*common_flags(fake_voc, out / "labels"), "--seed_label_root", str(seeds_dir), "--radius", "2",
+                 "--epochs", "8", "--save_probs", str(out / "probs"), "--box_constraint", str(constraint)]
+        box_script.main(box_script.get_args_parser().parse_args(flags))
+        labels = [read_label_png(out / "labels" / f"{image_id}.png") for image_id in IDS]
+        probs = [load_npz(out / "probs" / f"{image_id}.npz")["probs"] for image_id in IDS]
+        if constraint:
+            assert all(not (label[outside] == 8).any() for label in labels)
+            assert all((p[8][outside] == 0).all() and (p[1:8] == 0).all() for p in probs)
+            np.testing.assert_allclose(probs[0].astype(np.float32).sum(axis=0), 1.0, atol=2e-3)
+        else:
+            assert any((label[outside] == 8).any() for label in labels)
+
+
 def test_others_script_with_random_walk(fake_voc, tmp_path):
     out = tmp_path / "point_pred"
     flags = [*common_flags(fake_voc, out), "--rw", "True", "--cam_dir", str(fake_voc / "cams"),

@@ -47,6 +47,16 @@ def box_fill_label(boxes: Sequence[Box], hw: tuple[int, int]) -> np.ndarray:
     return _labels_from_owner(boxes, smallest_box_owner(boxes, hw))
 
 
+def box_class_mask(boxes: Sequence[Box], hw: tuple[int, int], num_classes: int) -> np.ndarray:
+    """``(C, H, W)`` bool: the labels the boxes allow at each pixel. Background everywhere; class ``c``
+    inside every box of class ``c`` (overlapping boxes allow each of their classes)."""
+    allowed = np.zeros((num_classes, *hw), dtype=bool)
+    allowed[0] = True
+    for box in boxes:
+        allowed[box.cls] |= box_mask(box, hw)
+    return allowed
+
+
 def mask_box_iou(mask: np.ndarray, box: Box) -> float:
     """IoU between a ``(H, W)`` bool mask and the box rectangle."""
     rect = box_mask(box, mask.shape)
