@@ -589,7 +589,8 @@ def main(args: argparse.Namespace) -> dict:
             entry["seconds"] = pipe.seconds[sup] or summary["supervision"].get(sup, {}).get("seconds", {})
             summary["supervision"][sup] = entry
         summary["dataset"] = pipe.dataset_scores()
-        summary["stage_seconds"] = pipe.stage_seconds  # this invocation's (a stage skipped for its outputs ~0)
+        # wall time of each stage this invocation ran (one skipped because its outputs exist: its few seconds)
+        summary.setdefault("stage_seconds", {}).update(pipe.stage_seconds)
         summary["plan"] = plan_name(args)
         summary["voc12_root"] = str(pipe.root)
         with atomic_path(summary_path) as tmp:
@@ -602,7 +603,7 @@ def main(args: argparse.Namespace) -> dict:
         if seg is not None:
             summary["seg"] = seg
             pipe.stage_seconds["seg"] = seg["seconds"]
-            summary["stage_seconds"] = pipe.stage_seconds
+            summary.setdefault("stage_seconds", {})["seg"] = seg["seconds"]
             with atomic_path(summary_path) as tmp:
                 tmp.write_text(json.dumps(summary, indent=2))
             print_seg_table(summary)
