@@ -172,6 +172,10 @@ class Pipeline:
             module = importlib.import_module(script)
             result = module.main(module.get_args_parser().parse_args(argv))
             code = getattr(result, "exit_code", result)
+        self._report(script, code)
+
+    def _report(self, script: str, code: object) -> None:
+        """Note a stage script's non-zero exit code; the run goes on."""
         if isinstance(code, int) and code != 0:
             self.failures.append(f"{script} exited with {code}")
             print(f"warning: {script} reported failures (exit code {code}); continuing", file=sys.stderr)
@@ -202,10 +206,7 @@ class Pipeline:
         (independent runs, e.g. one segmentation net each), else one after the other in this process."""
         argvs = [[str(a) for a in argv] for argv in argvs]
         if (self.args.jobs or 1) > 1 and len(argvs) > 1:
-            code = self._run_processes(script, argvs, self.args.jobs)
-            if code != 0:
-                self.failures.append(f"{script} exited with {code}")
-                print(f"warning: {script} reported failures (exit code {code}); continuing", file=sys.stderr)
+            self._report(script, self._run_processes(script, argvs, self.args.jobs))
         else:
             for argv in argvs:
                 self.run(script, argv)
@@ -524,7 +525,7 @@ def print_seg_table(summary: dict) -> None:
     """Val mIoU of the stage-4 networks: trained on the seeds, the strongest baseline, the pseudo labels."""
     seg = summary["seg"]
     print(f"\nsegmentation networks ({seg['arch']}), mIoU % on {seg['val_list']} ({seg['num_val']} images); "
-          f"trained on ground truth: {100 * seg['gt']:.1f}; {seg['seconds'] / 60:.1f} min for all of them")
+          f"trained on ground truth: {100 * seg['gt']:.1f}; {seg.get('seconds', 0) / 60:.1f} min for all of them")
     header = f"{'supervision':<12}{'seeds':>8}{'baseline':>22}{'A2GNN':>8}{'% of GT':>9}"
     print(header + "\n" + "-" * len(header))
     for sup, r in summary["supervision"].items():
