@@ -463,23 +463,21 @@ class Pipeline:
         aug = self.root / "SegmentationClassAug"
         start = time.time()
         nets = {"gt": aug if aug.is_dir() else self.root / "SegmentationClass"}
-        rows = {}
+        best: dict[str, str | None] = {}  # each scored supervision's strongest baseline
         for sup in self.sups:
             entry = summary["supervision"].get(sup)
             if entry is None or "pseudo_miou" not in entry:
                 print(f"seg ({sup}): no evaluate results; run the evaluate stage first")
                 continue
-            rows[sup] = {"val_miou": f"{sup}_pseudo", "seeds_val_miou": f"{sup}_seeds"}
             nets[f"{sup}_pseudo"], nets[f"{sup}_seeds"] = self.pseudo_dir(sup), self.seed_dir(sup)
-            if entry["baselines"]:
-                best = max(entry["baselines"], key=entry["baselines"].get)
-                rows[sup]["baseline_val_miou"] = f"baseline_{best}"
-                nets[f"baseline_{best}"] = self.baseline_dir(best)
+            best[sup] = max(entry["baselines"], key=entry["baselines"].get) if entry["baselines"] else None
+            if best[sup]:
+                nets[f"baseline_{best[sup]}"] = self.baseline_dir(best[sup])
         scores = self.seg_nets(nets, val_ids)
-        for sup, names in rows.items():
-            result = {key: scores[name] for key, name in names.items()}
-            if "baseline_val_miou" in names:
-                result["baseline"] = names["baseline_val_miou"].removeprefix("baseline_")
+        for sup, baseline in best.items():
+            result = {"val_miou": scores[f"{sup}_pseudo"], "seeds_val_miou": scores[f"{sup}_seeds"]}
+            if baseline:
+                result.update(baseline=baseline, baseline_val_miou=scores[f"baseline_{baseline}"])
             result["pct_of_gt"] = result["val_miou"] / scores["gt"] if scores["gt"] > 0 else None
             summary["supervision"][sup]["seg"] = result
         return {"arch": plan.arch, "val_list": self.val_list, "num_val": len(val_ids), "gt": scores["gt"],
