@@ -83,12 +83,12 @@ SYNTHETIC_JITTER = (0.0, 0.0, 0.0, 0.0)
 # seed otherwise (README: the background seed rule table of the seed-1 run).
 SYNTHETIC_SURE_BG = (1 - 0.05) ** 24
 PLANS = {
-    "default": Plan(num_train_aug=1500, num_train=60, num_val=200, min_size=112, max_size=176, width=0.125,
+    "default": Plan(num_train_aug=800, num_train=60, num_val=200, min_size=112, max_size=176, width=0.125,
                     cam_epochs=12, cam_batch=16, cam_crop=128, cam_resize_long=(112, 176), cam_lr=1.5e-3,
                     cam_optimizer="adamw", cam_cls_only_epochs=11, cam_pcm_only_epochs=1,
                     cam_scales=(0.5, 1.0, 1.5), cam_sure_bg_score=SYNTHETIC_SURE_BG, cam_sure_bg_quantile=0.1,
                     jitter=SYNTHETIC_JITTER, aff_epochs=1, aff_batch=8, aff_crop=128, aff_lr=0.01,
-                    box_epochs=50, others_epochs=50, hidden=256, box_constraint=True),
+                    box_epochs=30, others_epochs=30, hidden=256, box_constraint=True),
     "quick": Plan(num_train_aug=24, num_train=12, num_val=8, min_size=96, max_size=128, width=0.125,
                   cam_epochs=2, cam_batch=4, cam_crop=96, cam_resize_long=(96, 144), cam_lr=3e-3,
                   cam_optimizer="adamw", cam_cls_only_epochs=1, cam_pcm_only_epochs=1, cam_scales=(1.0,),
@@ -356,21 +356,19 @@ class Pipeline:
                                               "--infer_list", self.infer_list, "--out_dir", out,
                                               "--overwrite", self.redo("baselines"), "--seed", self.args.seed])
 
-    def aff_train(self, sup: str) -> None:
-        ckpt = self.weights / f"aff_{sup}.pth"
-        if ckpt.is_file() and not self.redo("aff_train"):
-            print(f"affinity net exists: {ckpt}")
-            return
+    def aff_train(self) -> None:
+        """One affinity net per supervision, trained ``--jobs`` at a time (independent runs)."""
         p = self.plan
-        self.run("train_aff_gated_aff", ["--voc12_root", self.root, "--train_list", self.args.train_list,
-                                         "--label_dir", self.aff_label_dir(sup),
-                                         "--weights", self.weights / "resnet38_SEAM.pth",
-                                         "--backbone_width", p.width, "--radius", AFF_RADIUS[sup],
-                                         "--max_epoches", p.aff_epochs, "--batch_size", p.aff_batch,
-                                         "--crop_size", p.aff_crop, "--lr", p.aff_lr,
-                                         "--color_jitter", *p.jitter, "--num_workers", self.args.num_workers,
-                                         "--session_name", f"aff_{sup}", "--save_dir", self.weights,
-                                         *self.common()])
+        todo = [sup for sup in self.sups if not (self.weights / f"aff_{sup}.pth").is_file() or self.redo("aff_train")]
+        for sup in (sup for sup in self.sups if sup not in todo):
+            print(f"affinity net exists: {self.weights / f'aff_{sup}.pth'}")
+        self.run_each("train_aff_gated_aff", [
+            ["--voc12_root", self.root, "--train_list", self.args.train_list, "--label_dir", self.aff_label_dir(sup),
+             "--weights", self.weights / "resnet38_SEAM.pth", "--backbone_width", p.width, "--radius", AFF_RADIUS[sup],
+             "--max_epoches", p.aff_epochs, "--batch_size", p.aff_batch, "--crop_size", p.aff_crop, "--lr", p.aff_lr,
+             "--color_jitter", *p.jitter, "--num_workers", self.args.num_workers, "--session_name", f"aff_{sup}",
+             "--save_dir", self.weights, *self.common()]
+            for sup in todo])
 
     def a2gnn_command(self, sup: str) -> tuple[str, list]:
         """Stage 3 of ``sup``: the script and its arguments (benchmarks/bench_amp_quality.py reruns it)."""
@@ -567,7 +565,8 @@ def main(args: argparse.Namespace) -> dict:
     print(f"pipeline: {plan_name(args)} plan {asdict(pipe.plan)}")
     print(f"data: {pipe.root}; supervisions: {', '.join(pipe.sups)}; work dir: {pipe.work}")
     steps = [("data", None), ("cam_train", None), ("cam_eval", None), ("cam_infer", None)]
-    steps += [(stage, sup) for stage in ("seeds", "baselines", "aff_train", "a2gnn") for sup in pipe.sups]
+    steps += [(stage, sup) for stage in ("seeds", "baselines") for sup in pipe.sups]
+    steps += [("aff_train", None)] + [("a2gnn", sup) for sup in pipe.sups]
     start = time.time()
     for stage, sup in steps:
         if not pipe.wanted(stage):
