@@ -256,6 +256,10 @@ class Pipeline:
         """Seeds the affinity net of ``sup`` trains on (scribble: strokes over CAM seeds)."""
         return self.work / "seeds" / "SEAM_Scribble" if sup == "scribble" else self.seed_dir(sup)
 
+    def aff_weights(self, sup: str) -> Path:
+        """The affinity net of ``sup`` (``train_aff_gated_aff.py --session_name aff_<sup>`` in ``weights/``)."""
+        return self.weights / f"aff_{sup}.pth"
+
     def pseudo_dir(self, sup: str) -> Path:
         return self.work / "pseudo" / sup
 
@@ -359,9 +363,12 @@ class Pipeline:
     def aff_train(self) -> None:
         """One affinity net per supervision, trained ``--jobs`` at a time (independent runs)."""
         p = self.plan
-        todo = [sup for sup in self.sups if not (self.weights / f"aff_{sup}.pth").is_file() or self.redo("aff_train")]
-        for sup in (sup for sup in self.sups if sup not in todo):
-            print(f"affinity net exists: {self.weights / f'aff_{sup}.pth'}")
+        todo = []
+        for sup in self.sups:
+            if self.aff_weights(sup).is_file() and not self.redo("aff_train"):
+                print(f"affinity net exists: {self.aff_weights(sup)}")
+            else:
+                todo.append(sup)
         self.run_each("train_aff_gated_aff", [
             ["--voc12_root", self.root, "--train_list", self.args.train_list, "--label_dir", self.aff_label_dir(sup),
              "--weights", self.weights / "resnet38_SEAM.pth", "--backbone_width", p.width, "--radius", AFF_RADIUS[sup],
@@ -374,7 +381,7 @@ class Pipeline:
         """Stage 3 of ``sup``: the script and its arguments (benchmarks/bench_amp_quality.py reruns it)."""
         p = self.plan
         argv = ["--voc12_root", self.root, "--infer_list", self.infer_list,
-                "--weights", self.weights / f"aff_{sup}.pth", "--backbone_width", p.width,
+                "--weights", self.aff_weights(sup), "--backbone_width", p.width,
                 "--radius", AFF_RADIUS[sup], "--seed_label_root", self.seed_dir(sup),
                 "--save_path", self.pseudo_dir(sup), "--hidden", p.hidden,
                 "--overwrite", self.redo("a2gnn"), *self.common()]
