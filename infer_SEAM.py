@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tool.cam import cam_label, multiscale_cam, save_cams, seeds_from_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
-from tool.dist import add_gpus_argument, cleanup_distributed, init_distributed, launch, parse_shard, shard_ids
+from tool.dist import add_gpus_argument, launch, parse_shard, process_group, shard_ids
 from tool.label_io import save_label_png, save_npz
 from tool.runner import RunSummary, run_per_image
 from voc12.data import CAM_SCALES, MultiScaleFlipDataset
@@ -87,76 +87,73 @@ def _first(batch: list[dict]) -> dict:
 
 def main(args: argparse.Namespace) -> RunSummary:
     # first, so that every worker reaches the rendezvous even if a later step fails in one of them
-    device = init_distributed(args.device)  # cuda:LOCAL_RANK for each of several workers
-    torch.manual_seed(args.seed)
-    prefix = args.out_crf
-    folders = {
-        "cam": (_folder(args.out_cam), ".npz"),
-        "cam_pred": (_folder(args.out_cam_pred), ".png"),
-        "la_crf": (_folder(args.out_la_crf or (prefix and f"{prefix}_{args.low_alpha:.1f}")), ".npz"),
-        "ha_crf": (_folder(args.out_ha_crf or (prefix and f"{prefix}_{args.high_alpha:.1f}")), ".npz"),
-        "seed": (_folder(args.crf), ".png"),
-        "full": (_folder(args.ori_crf), ".png"),
-    }
-    folders = {name: (folder, ext) for name, (folder, ext) in folders.items() if folder is not None}
-    if not folders:
-        raise ValueError("nothing to write: give at least one of --out_cam, --out_cam_pred, --out_crf, "
-                         "--out_la_crf, --out_ha_crf, --crf, --ori_crf")
+    with process_group(args.device) as device:  # cuda:LOCAL_RANK for each of several workers
+        torch.manual_seed(args.seed)
+        prefix = args.out_crf
+        folders = {
+            "cam": (_folder(args.out_cam), ".npz"),
+            "cam_pred": (_folder(args.out_cam_pred), ".png"),
+            "la_crf": (_folder(args.out_la_crf or (prefix and f"{prefix}_{args.low_alpha:.1f}")), ".npz"),
+            "ha_crf": (_folder(args.out_ha_crf or (prefix and f"{prefix}_{args.high_alpha:.1f}")), ".npz"),
+            "seed": (_folder(args.crf), ".png"),
+            "full": (_folder(args.ori_crf), ".png"),
+        }
+        folders = {name: (folder, ext) for name, (folder, ext) in folders.items() if folder is not None}
+        if not folders:
+            raise ValueError("nothing to write: give at least one of --out_cam, --out_cam_pred, --out_crf, "
+                             "--out_la_crf, --out_ha_crf, --crf, --ori_crf")
 
-    def outputs(image_id: str) -> list[Path]:
-        return [folder / f"{image_id}{ext}" for folder, ext in folders.values()]
+        def outputs(image_id: str) -> list[Path]:
+            return [folder / f"{image_id}{ext}" for folder, ext in folders.values()]
 
-    ids = read_list(args.infer_list, args.voc12_root)
-    mine = shard_ids(ids, *parse_shard(args.shard))
-    pending = [i for i in mine if args.overwrite or not all(p.exists() for p in outputs(i))]
-    # a missing or corrupt image or XML fails that image only (named in the summary), not the run
-    bad = known_failures(find_bad_files(pending, args.voc12_root, read_xml=args.cls_labels is None,
-                                        cls_labels=args.cls_labels))
-    good = [i for i in pending if i not in bad]
-    labels = image_labels(args.voc12_root, good, args.cls_labels)
-    net = importlib.import_module(args.network).Net(width=args.backbone_width)
-    load_checkpoint(net, args.weights, strict=True)
-    net.eval().to(device)
+        ids = read_list(args.infer_list, args.voc12_root)
+        mine = shard_ids(ids, *parse_shard(args.shard))
+        pending = [i for i in mine if args.overwrite or not all(p.exists() for p in outputs(i))]
+        # a missing or corrupt image or XML fails that image only (named in the summary), not the run
+        bad = known_failures(find_bad_files(pending, args.voc12_root, read_xml=args.cls_labels is None,
+                                            cls_labels=args.cls_labels))
+        good = [i for i in pending if i not in bad]
+        labels = image_labels(args.voc12_root, good, args.cls_labels)
+        net = importlib.import_module(args.network).Net(width=args.backbone_width)
+        load_checkpoint(net, args.weights, strict=True)
+        net.eval().to(device)
 
-    # Load, in worker processes, exactly the images the runner will ask for, in its order.
-    dataset = MultiScaleFlipDataset(good, args.voc12_root, scales=args.scales, labels=labels)
-    items = iter(DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers,
-                            collate_fn=_first))
-    need_crf = bool({"la_crf", "ha_crf", "seed", "full"} & set(folders))
+        # Load, in worker processes, exactly the images the runner will ask for, in its order.
+        dataset = MultiScaleFlipDataset(good, args.voc12_root, scales=args.scales, labels=labels)
+        items = iter(DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers,
+                                collate_fn=_first))
+        need_crf = bool({"la_crf", "ha_crf", "seed", "full"} & set(folders))
 
-    def process(image_id: str) -> None:
-        item = next(items)
-        if item["id"] != image_id:
-            raise RuntimeError(f"loader out of step: got {item['id']}, expected {image_id}")
-        label = item["label"].numpy()
-        classes = np.flatnonzero(label > 0) + 1
-        cams = multiscale_cam(net, item["inputs"], item["label"], item["size"])[classes - 1]
-        path = {name: folder / f"{image_id}{ext}" for name, (folder, ext) in folders.items()}
-        if "cam" in path:
-            save_cams(path["cam"], classes, cams)
-        if "cam_pred" in path:
-            save_label_png(path["cam_pred"], cam_label(
-                classes, cams, bg_score=args.out_cam_pred_alpha if args.out_cam_pred_bg_power is None else None,
-                bg_power=args.out_cam_pred_bg_power))
-        if not need_crf:
-            return
-        present = np.concatenate([[0], classes])
-        crf_la, crf_ha, seed, full = seeds_from_cams(item["image"], classes, cams, args.low_alpha,
-                                                     args.high_alpha, args.sure_bg_score, args.sure_bg_quantile,
-                                                     args.sure_bg_quantile_max_cam)
-        for name, crf in (("la_crf", crf_la), ("ha_crf", crf_ha)):
-            if name in path:
-                save_npz(path[name], classes=present, probs=crf[present])
-        if "seed" in path:
-            save_label_png(path["seed"], seed)
-        if "full" in path:
-            save_label_png(path["full"], full)
+        def process(image_id: str) -> None:
+            item = next(items)
+            if item["id"] != image_id:
+                raise RuntimeError(f"loader out of step: got {item['id']}, expected {image_id}")
+            label = item["label"].numpy()
+            classes = np.flatnonzero(label > 0) + 1
+            cams = multiscale_cam(net, item["inputs"], item["label"], item["size"])[classes - 1]
+            path = {name: folder / f"{image_id}{ext}" for name, (folder, ext) in folders.items()}
+            if "cam" in path:
+                save_cams(path["cam"], classes, cams)
+            if "cam_pred" in path:
+                save_label_png(path["cam_pred"], cam_label(
+                    classes, cams, bg_score=args.out_cam_pred_alpha if args.out_cam_pred_bg_power is None else None,
+                    bg_power=args.out_cam_pred_bg_power))
+            if not need_crf:
+                return
+            present = np.concatenate([[0], classes])
+            crf_la, crf_ha, seed, full = seeds_from_cams(item["image"], classes, cams, args.low_alpha,
+                                                         args.high_alpha, args.sure_bg_score, args.sure_bg_quantile,
+                                                         args.sure_bg_quantile_max_cam)
+            for name, crf in (("la_crf", crf_la), ("ha_crf", crf_ha)):
+                if name in path:
+                    save_npz(path[name], classes=present, probs=crf[present])
+            if "seed" in path:
+                save_label_png(path["seed"], seed)
+            if "full" in path:
+                save_label_png(path["full"], full)
 
-    try:
         return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite,
                              known_failures=bad)
-    finally:
-        cleanup_distributed()
 
 
 if __name__ == "__main__":

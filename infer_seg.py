@@ -28,7 +28,7 @@ from network.deeplab import ARCHITECTURES, build_seg_net
 from tool.checkpoint import load_checkpoint
 from tool.cli import default_device, str2bool
 from tool.crf import SEG_CRF, dense_crf
-from tool.dist import add_gpus_argument, cleanup_distributed, init_distributed, launch
+from tool.dist import add_gpus_argument, launch, process_group
 from tool.label_io import atomic_path, read_image, save_label_png
 from tool.runner import RunSummary, run_per_image
 from tool.segmentation import predict_probs
@@ -98,33 +98,30 @@ def main(args: argparse.Namespace) -> RunSummary:
     if args.voc12_root is None and args.image_dir is None:
         raise SystemExit("infer_seg.py: pass --voc12_root (with --infer_list) or --image_dir")
     # first, so that every worker reaches the rendezvous even if a later step fails in one of them
-    device = init_distributed(args.device)  # cuda:LOCAL_RANK for each of several workers
-    image_dir = Path(args.image_dir) if args.image_dir else Path(args.voc12_root) / "JPEGImages"
-    ids = image_ids(args, image_dir)
-    folders = [Path(args.save_path)] + ([Path(args.save_path_crf)] if args.save_path_crf else [])
-    gt_dir = None if (args.gt_dir or "").lower() == "none" or not (args.gt_dir or args.voc12_root) else Path(
-        args.gt_dir or Path(args.voc12_root) / "SegmentationClass")
-    if args.gt_dir and gt_dir is not None and not gt_dir.is_dir():
-        raise FileNotFoundError(f"--gt_dir not found: {gt_dir}")
-    net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
-    load_checkpoint(net, args.weights, strict=True)
-    net.eval().to(device)
+    with process_group(args.device) as device:  # cuda:LOCAL_RANK for each of several workers
+        image_dir = Path(args.image_dir) if args.image_dir else Path(args.voc12_root) / "JPEGImages"
+        ids = image_ids(args, image_dir)
+        folders = [Path(args.save_path)] + ([Path(args.save_path_crf)] if args.save_path_crf else [])
+        gt_dir = None if (args.gt_dir or "").lower() == "none" or not (args.gt_dir or args.voc12_root) else Path(
+            args.gt_dir or Path(args.voc12_root) / "SegmentationClass")
+        if args.gt_dir and gt_dir is not None and not gt_dir.is_dir():
+            raise FileNotFoundError(f"--gt_dir not found: {gt_dir}")
+        net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
+        load_checkpoint(net, args.weights, strict=True)
+        net.eval().to(device)
 
-    def outputs(image_id: str) -> list[Path]:
-        return [folder / f"{image_id}.png" for folder in folders]
+        def outputs(image_id: str) -> list[Path]:
+            return [folder / f"{image_id}.png" for folder in folders]
 
-    def process(image_id: str) -> None:
-        image = read_image(find_image(image_dir, image_id))
-        probs = predict_probs(net, image, args.scales, args.flip, device)
-        save_label_png(folders[0] / f"{image_id}.png", probs.argmax(0).numpy().astype(np.uint8))
-        if args.save_path_crf:
-            refined = dense_crf(image, probs.numpy(), SEG_CRF)
-            save_label_png(folders[1] / f"{image_id}.png", refined.argmax(0).astype(np.uint8))
+        def process(image_id: str) -> None:
+            image = read_image(find_image(image_dir, image_id))
+            probs = predict_probs(net, image, args.scales, args.flip, device)
+            save_label_png(folders[0] / f"{image_id}.png", probs.argmax(0).numpy().astype(np.uint8))
+            if args.save_path_crf:
+                refined = dense_crf(image, probs.numpy(), SEG_CRF)
+                save_label_png(folders[1] / f"{image_id}.png", refined.argmax(0).astype(np.uint8))
 
-    try:
         summary = run_per_image(ids, process, outputs, desc="infer_seg", shard=args.shard, overwrite=args.overwrite)
-    finally:
-        cleanup_distributed()
     if gt_dir is not None and gt_dir.is_dir():
         if all(p.is_file() for i in ids for p in outputs(i)):
             score(folders, gt_dir, ids)

@@ -20,7 +20,7 @@ from torch import nn
 
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_id_list, add_voc12_root, default_device
-from tool.dist import add_gpus_argument, cleanup_distributed, get_rank, init_distributed, is_main_process, launch
+from tool.dist import add_gpus_argument, get_rank, is_main_process, launch, process_group
 from tool.seam_losses import TwoViews, classification_step_loss, seam_step_losses
 from tool.trainer import add_training_args, run_files, train
 from voc12.data import JITTER, ClsTrainDataset
@@ -102,25 +102,24 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
     if args.cls_only_epochs + args.pcm_only_epochs > args.max_epoches:
         raise SystemExit(f"--cls_only_epochs {args.cls_only_epochs} + --pcm_only_epochs {args.pcm_only_epochs} "
                          f"exceed --max_epoches {args.max_epoches}")
-    device = init_distributed(args.device)
-    torch.manual_seed(args.seed + get_rank())  # DDP copies rank 0's initial weights
-    ids = read_list(args.train_list, args.voc12_root)
-    ids = preflight_training(ids, args.voc12_root, run_files(args),
-                             args.skip_bad, read_xml=args.cls_labels is None, cls_labels=args.cls_labels,
-                             verbose=is_main_process())
-    labels = image_labels(args.voc12_root, ids, args.cls_labels)
-    dataset = ClsTrainDataset(ids, args.voc12_root, labels, crop_size=args.crop_size,
-                              resize_long=tuple(args.resize_long), jitter=tuple(args.color_jitter))
-    from_scratch = args.weights.lower() == "none"
-    net = importlib.import_module(args.network).Net(width=args.backbone_width, from_scratch=from_scratch)
-    if not (from_scratch or args.resume):
-        load_checkpoint(net, args.weights, strict=False)
-    objective = functools.partial(seam_objective, cls_only_epochs=args.cls_only_epochs,
-                                  pcm_from_epoch=args.max_epoches - args.pcm_only_epochs)
-    # the PCM head gets no gradient from the classification loss alone, the rest none in the PCM epochs
-    result = train(net, objective, dataset, args, device, SETTINGS, wrap=TwoViews,
-                   find_unused_parameters=args.cls_only_epochs + args.pcm_only_epochs > 0)
-    cleanup_distributed()
+    with process_group(args.device) as device:
+        torch.manual_seed(args.seed + get_rank())  # DDP copies rank 0's initial weights
+        ids = read_list(args.train_list, args.voc12_root)
+        ids = preflight_training(ids, args.voc12_root, run_files(args),
+                                 args.skip_bad, read_xml=args.cls_labels is None, cls_labels=args.cls_labels,
+                                 verbose=is_main_process())
+        labels = image_labels(args.voc12_root, ids, args.cls_labels)
+        dataset = ClsTrainDataset(ids, args.voc12_root, labels, crop_size=args.crop_size,
+                                  resize_long=tuple(args.resize_long), jitter=tuple(args.color_jitter))
+        from_scratch = args.weights.lower() == "none"
+        net = importlib.import_module(args.network).Net(width=args.backbone_width, from_scratch=from_scratch)
+        if not (from_scratch or args.resume):
+            load_checkpoint(net, args.weights, strict=False)
+        objective = functools.partial(seam_objective, cls_only_epochs=args.cls_only_epochs,
+                                      pcm_from_epoch=args.max_epoches - args.pcm_only_epochs)
+        # the PCM head gets no gradient from the classification loss alone, the rest none in the PCM epochs
+        result = train(net, objective, dataset, args, device, SETTINGS, wrap=TwoViews,
+                       find_unused_parameters=args.cls_only_epochs + args.pcm_only_epochs > 0)
     return result.epochs
 
 

@@ -110,19 +110,18 @@ def affinity_objective(model: nn.Module, batch: dict, epoch: int, radius: int
 
 def main(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train; returns the loss terms of every step this run took (global-batch values)."""
-    device = tdist.init_distributed(args.device)
-    ids = read_list(args.train_list, args.voc12_root)
-    ids = preflight_training(ids, args.voc12_root, run_files(args),
-                             args.skip_bad, label_dir=args.label_dir, verbose=tdist.is_main_process())
-    dataset = AffTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size,
-                              jitter=tuple(args.color_jitter))
-    torch.manual_seed(args.seed)
-    model = build_model(args.network, args.backbone_width)
-    if not args.resume:  # every process loads, so a bad file stops all of them (DDP copies rank 0's weights)
-        init_weights(model, args.weights)
-    result: TrainResult = train(model, functools.partial(affinity_objective, radius=args.radius), dataset, args,
-                                device, SETTINGS)
-    tdist.cleanup_distributed()
+    with tdist.process_group(args.device) as device:
+        ids = read_list(args.train_list, args.voc12_root)
+        ids = preflight_training(ids, args.voc12_root, run_files(args),
+                                 args.skip_bad, label_dir=args.label_dir, verbose=tdist.is_main_process())
+        dataset = AffTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size,
+                                  jitter=tuple(args.color_jitter))
+        torch.manual_seed(args.seed)
+        model = build_model(args.network, args.backbone_width)
+        if not args.resume:  # every process loads, so a bad file stops all of them (DDP copies rank 0's weights)
+            init_weights(model, args.weights)
+        result: TrainResult = train(model, functools.partial(affinity_objective, radius=args.radius), dataset, args,
+                                    device, SETTINGS)
     return result.steps
 
 

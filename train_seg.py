@@ -110,20 +110,19 @@ def seg_objective(model: nn.Module, batch: dict, epoch: int) -> tuple[torch.Tens
 
 def main(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train; returns the loss of every step this run took (averaged over processes)."""
-    device = tdist.init_distributed(args.device)
-    if args.backbone_weights is None:
-        args.backbone_weights = default_backbone_weights(args.arch)
-    ids = read_list(args.train_list, args.voc12_root)
-    dataset = SegTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size,
-                              scale_range=tuple(args.scale_range))
-    torch.manual_seed(args.seed)
-    net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
-    if not args.resume and args.backbone_weights.lower() != "none":
-        load_backbone(net, args.backbone_weights)
-    if tdist.get_world_size() > 1 and device.type == "cuda":
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # trainable BatchNorm (deeplabv3) over all GPUs
-    result = train(net, seg_objective, dataset, args, device, SETTINGS, max_steps=args.max_iters, amp=args.amp)
-    tdist.cleanup_distributed()
+    with tdist.process_group(args.device) as device:
+        if args.backbone_weights is None:
+            args.backbone_weights = default_backbone_weights(args.arch)
+        ids = read_list(args.train_list, args.voc12_root)
+        dataset = SegTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size,
+                                  scale_range=tuple(args.scale_range))
+        torch.manual_seed(args.seed)
+        net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
+        if not args.resume and args.backbone_weights.lower() != "none":
+            load_backbone(net, args.backbone_weights)
+        if tdist.get_world_size() > 1 and device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # trainable BatchNorm (deeplabv3) over all GPUs
+        result = train(net, seg_objective, dataset, args, device, SETTINGS, max_steps=args.max_iters, amp=args.amp)
     return result.steps
 
 

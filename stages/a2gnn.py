@@ -18,7 +18,7 @@ from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
 from tool.crf import A2GNN_CRF, dense_crf
-from tool.dist import add_gpus_argument, cleanup_distributed, init_distributed
+from tool.dist import add_gpus_argument, process_group
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
 from tool.propagate import STRIDE, ImageInputs, PropagateConfig, check_inputs, propagate_batch
 from tool.runner import RunSummary, run_per_image
@@ -202,10 +202,7 @@ def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
     if args.num_workers:
         print(f"note: --num_workers {args.num_workers} is unused: stage 3 reads each image in the main process "
               "(the per-image training dominates the time)")
-    device = init_distributed(args.device)
-    try:
+    with process_group(args.device) as device:
         job = A2GNNJob(args, schedule, device)
         return run_per_image(ids, job, job.outputs, desc=f"A2GNN {schedule}", shard=args.shard,
                              overwrite=args.overwrite, batch_size=args.batch_images, prepare=job.prepare)
-    finally:
-        cleanup_distributed()

@@ -2,9 +2,11 @@ import argparse
 import errno
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from tool.cli import str2bool
-from tool.dist import parse_shard, shard_ids
+from tool.dist import parse_shard, process_group, shard_ids
 from tool.label_io import atomic_path
 from tool.runner import run_per_image
 
@@ -134,3 +136,21 @@ def test_batches_are_prepared_before_their_images_and_skip_finished_ones(tmp_pat
                       ("prepare", "d", "e"), ("prepare", "f"), ("process", "f")]
     assert (summary.done, summary.skipped) == (3, 1)
     assert summary.failed == [("d", "RuntimeError: out of memory"), ("e", "RuntimeError: out of memory")]
+
+
+def test_process_group_is_destroyed_also_when_the_block_raises(monkeypatch):
+    """Under a launcher (WORLD_SIZE > 1) the group lives for the block only, whatever ends it; here a
+    one-process gloo group stands in for the launcher's rendezvous."""
+    real_init = dist.init_process_group
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "init_process_group",
+                        lambda backend: real_init(backend, store=dist.HashStore(), rank=0, world_size=1))
+    with pytest.raises(RuntimeError, match="stage failed"):
+        with process_group("cpu") as device:
+            assert dist.is_initialized() and device == torch.device("cpu")
+            raise RuntimeError("stage failed")
+    assert not dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with process_group("cpu"):  # one process: nothing to start or destroy
+        assert not dist.is_initialized()
+

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -68,6 +69,17 @@ def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[torch.device]:
+    """``with process_group(args.device) as device``: :func:`init_distributed` for the block and
+    :func:`cleanup_distributed` after it, also when the block raises."""
+    dev = init_distributed(device)
+    try:
+        yield dev
+    finally:
+        cleanup_distributed()
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
