@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -42,3 +46,43 @@ def add_id_list(parser: argparse.ArgumentParser, flag: str, *aliases: str, what:
     unless ``required``. ``aliases``: earlier names that keep working."""
     parser.add_argument(flag, *aliases, required=required, default=None if required else DEFAULT_LIST,
                         type=str, help=f"{what}: {LIST_NAMES_HELP}")
+
+
+class UserError(Exception):
+    """A user's mistake (bad path, wrong file kind, wrong checkpoint, bad flag value): the message is one line
+    naming the file or flag and what to do. :func:`run` prints it as ``error: …`` and exits with status 2."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and appends ``(default: …)`` to every option whose help does not
+    already state its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, argparse.SUPPRESS)
+                or not action.option_strings or action.nargs == 0):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def make_parser(description: str | None) -> argparse.ArgumentParser:
+    """The argument parser of every script: one formatter, so ``--help`` always states the defaults."""
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+
+
+DEBUG_ENV = "A2GNN_DEBUG"
+
+
+def run(entry: Callable[[], Any]) -> int:
+    """Call a script's entry point and return its exit status. A :class:`UserError` ends with one
+    ``error: …`` line on stderr and status 2; set ``A2GNN_DEBUG=1`` to see the traceback instead."""
+    try:
+        result = entry()
+    except UserError as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if isinstance(result, int):
+        return result
+    return int(getattr(result, "exit_code", 0) or 0)
