@@ -29,6 +29,7 @@ from tool.label_io import read_label_png
 from voc12.synthetic import write_voc_download
 
 VOC_DOC = Path(__file__).resolve().parents[1] / "docs" / "voc.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 WIDTH = "0.125"
 SIZE_FLAGS = {  # appended to the docs/voc.md command of each script
     "train_SEAM": ["--backbone_width", WIDTH, "--crop_size", "64", "--resize_long", "64", "80",
@@ -65,6 +66,15 @@ def test_voc_doc_has_every_stage():
                    "train_infer_A2GNN_box.py", "train_infer_A2GNN_others.py", "eval_miou.py"):
         assert script in scripts
     assert set(scripts) <= {f"{s}.py" for s in SIZE_FLAGS}, "a new script in docs/voc.md needs SIZE_FLAGS"
+
+
+def test_readme_voc_commands_are_those_of_the_voc_doc():
+    """The README's short command list on VOC is copied from docs/voc.md, which the slow test below runs."""
+    readme = README.read_text(encoding="utf-8")
+    section = readme[readme.index("## The four stages on PASCAL VOC"):]
+    section = section[:re.search(r"^#+ Stage 4", section, flags=re.MULTILINE).start()]
+    commands = [line.strip() for line in section.splitlines() if line.startswith("python ")]
+    assert commands and set(commands) <= set(voc_commands(VOC_DOC.read_text(encoding="utf-8")))
 
 
 def test_published_greyscale_seed_pngs_read_as_class_ids(tmp_path):
