@@ -1,6 +1,6 @@
-"""The README's "Stage by stage on PASCAL VOC 2012" commands, run as written on a VOC-shaped root.
+"""The commands of docs/voc.md (steps 1-3 on PASCAL VOC 2012), run as written on a VOC-shaped root.
 
-The commands are parsed from the README (so the test fails when the README and the code drift apart) and
+The commands are parsed from docs/voc.md (so the test fails when the page and the code drift apart) and
 run in order, in-process, from a scratch working folder standing in for the repository root: relative
 paths (``data/``, ``netWeights/``, ``out/``) land there and each step reads what the previous one wrote.
 Only size flags are appended (network width, crops, epochs, scales, loader processes). The root has the
@@ -28,10 +28,10 @@ from tool.checkpoint import save_checkpoint
 from tool.label_io import read_label_png
 from voc12.synthetic import write_voc_download
 
+VOC_DOC = Path(__file__).resolve().parents[1] / "docs" / "voc.md"
 README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## Stage by stage on PASCAL VOC 2012"
 WIDTH = "0.125"
-SIZE_FLAGS = {  # appended to the README command of each script
+SIZE_FLAGS = {  # appended to the docs/voc.md command of each script
     "train_SEAM": ["--backbone_width", WIDTH, "--crop_size", "64", "--resize_long", "64", "80",
                    "--max_epoches", "1", "--batch_size", "2", "--num_workers", "0"],
     "infer_SEAM": ["--backbone_width", WIDTH, "--scales", "1.0", "--num_workers", "0"],
@@ -47,12 +47,11 @@ AUG = ["2007_000121", "2007_000170"]  # train_aug only (SBD)
 VAL = ["2007_000033"]
 
 
-def readme_commands(text: str) -> list[str]:
-    """The ``python ...`` lines of the code blocks of the VOC section (up to a Step/Stage 4 heading or the
-    next ``## `` section), comments dropped, backslash continuations joined."""
-    section = text[text.index(SECTION) + len(SECTION):]
-    end = re.search(r"^(## |#+ .*(Step|Stage) 4)", section, flags=re.MULTILINE)
-    section = section[:end.start()] if end else section
+def voc_commands(text: str) -> list[str]:
+    """The ``python ...`` lines of the code blocks of docs/voc.md up to its Step/Stage 4 heading, comments
+    dropped, backslash continuations joined."""
+    end = re.search(r"^#+ .*(Step|Stage) 4", text, flags=re.MULTILINE)
+    section = text[:end.start()] if end else text
     commands = []
     for block in re.findall(r"^```[^\n]*\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL):
         for line in block.replace("\\\n", " ").splitlines():
@@ -61,12 +60,21 @@ def readme_commands(text: str) -> list[str]:
     return commands
 
 
-def test_readme_section_has_every_stage():
-    scripts = [shlex.split(c)[1] for c in readme_commands(README.read_text(encoding="utf-8"))]
+def test_voc_doc_has_every_stage():
+    scripts = [shlex.split(c)[1] for c in voc_commands(VOC_DOC.read_text(encoding="utf-8"))]
     for script in ("train_SEAM.py", "infer_SEAM.py", "make_seed_labels.py", "train_aff_gated_aff.py",
                    "train_infer_A2GNN_box.py", "train_infer_A2GNN_others.py", "eval_miou.py"):
         assert script in scripts
-    assert set(scripts) <= {f"{s}.py" for s in SIZE_FLAGS}, "a new script in the README needs SIZE_FLAGS"
+    assert set(scripts) <= {f"{s}.py" for s in SIZE_FLAGS}, "a new script in docs/voc.md needs SIZE_FLAGS"
+
+
+def test_readme_voc_commands_are_those_of_the_voc_doc():
+    """The README's short command list on VOC is copied from docs/voc.md, which the slow test below runs."""
+    readme = README.read_text(encoding="utf-8")
+    section = readme[readme.index("## The four stages on PASCAL VOC"):]
+    section = section[:re.search(r"^#+ Stage 4", section, flags=re.MULTILINE).start()]
+    commands = [line.strip() for line in section.splitlines() if line.startswith("python ")]
+    assert commands and set(commands) <= set(voc_commands(VOC_DOC.read_text(encoding="utf-8")))
 
 
 def test_published_greyscale_seed_pngs_read_as_class_ids(tmp_path):
@@ -81,7 +89,7 @@ def test_published_greyscale_seed_pngs_read_as_class_ids(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_voc_commands_run_in_order(tmp_path, monkeypatch, one_thread):
+def test_voc_doc_commands_run_in_order(tmp_path, monkeypatch, one_thread):
     voc = tmp_path / "VOC2012"
     write_voc_download(voc, TRAIN, AUG, VAL)
     assert sorted(p.name for p in (voc / "ImageSets" / "Segmentation").iterdir()) == ["train.txt", "val.txt"]
@@ -91,7 +99,7 @@ def test_readme_voc_commands_run_in_order(tmp_path, monkeypatch, one_thread):
         (lists / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
     monkeypatch.setattr(voc12.lists, "SHIPPED_LISTS", lists)
 
-    work = tmp_path / "repo"  # stands for the repository root the README's relative paths start from
+    work = tmp_path / "repo"  # stands for the repository root the page's relative paths start from
     work.mkdir()
     monkeypatch.chdir(work)
     torch.manual_seed(0)
@@ -101,7 +109,7 @@ def test_readme_voc_commands_run_in_order(tmp_path, monkeypatch, one_thread):
     save_checkpoint(resnet38_aff_gated.Net(width=float(WIDTH)), Path("netWeights/resnet38_aff_SEAM.pth"))
     monkeypatch.setenv("VOC", str(voc))
 
-    commands = readme_commands(README.read_text(encoding="utf-8"))
+    commands = voc_commands(VOC_DOC.read_text(encoding="utf-8"))
     results = []
     for command in commands:
         argv = shlex.split(os.path.expandvars(command))
