@@ -278,3 +278,70 @@ def test_download_goes_through_torchvision(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "jifengdai.org/downloads/scribble_sup" in out and "whats-the-point1" in out
     assert run(["--voc12_root", str(tmp_path / "VOC2012"), "--download"]) == 2  # not .../VOCdevkit/VOC2012
+
+
+def longest_run(mask: np.ndarray) -> tuple[int, int, int]:
+    """``(y, x0, x1)`` of the longest horizontal run of ``mask``."""
+    best = (0, 0, -1)
+    for y, row in enumerate(mask):
+        padded = np.concatenate([[0], row.astype(np.int8), [0]])
+        edges = np.flatnonzero(np.diff(padded))
+        for x0, x1 in zip(edges[::2], edges[1::2] - 1, strict=True):
+            if x1 - x0 > best[2] - best[1]:
+                best = (y, int(x0), int(x1))
+    return best
+
+
+@pytest.mark.slow
+def test_prepared_root_runs_every_supervision_end_to_end(tmp_path, monkeypatch, one_thread):
+    """Generated images, converted to the downloads' formats (SBD .mat in a .tgz, ScribbleSup XML in a .zip,
+    a What's-the-Point JSON), prepared, then ``run_pipeline.py --voc12_root ROOT --quick`` on every
+    supervision."""
+    import run_pipeline
+    from voc12.synthetic import write_voc_download
+
+    train = [f"2007_{i:06d}" for i in range(1, 7)]
+    aug, val = ["2008_000001", "2008_000002", "2008_000003"], ["2007_000100", "2007_000101"]
+    root = tmp_path / "VOCdevkit" / "VOC2012"
+    write_voc_download(root, train, aug, val, min_size=96, max_size=112)
+    sbd, scribbles, clicks = {}, tmp_path / "scribble_annotation" / "pascal_2012", {}
+    scribbles.mkdir(parents=True)
+    for image_id in train + aug + val:
+        seg = read_label_png(root / "SegmentationClassAug" / f"{image_id}.png") if image_id not in val else \
+            read_label_png(root / "SegmentationClass" / f"{image_id}.png")
+        if image_id not in val:
+            sbd[image_id] = seg
+        strokes = []
+        for cls in np.unique(seg[seg != 255]):
+            y, x0, x1 = longest_run(seg == cls)
+            strokes.append((["background", *voc12.prepare.CAT_LIST][cls], [(x0 + 1, y), (max(x1 - 1, x0 + 1), y)]))
+        (scribbles / f"{image_id}.xml").write_text(scribble_xml(strokes))
+        points = json.loads((root / "Points" / f"{image_id}.json").read_text())
+        clicks[image_id] = [{"cls": p["class"], "x": p["x"], "y": p["y"], "rank": 1} for p in points if p["class"]]
+    for folder in ("SegmentationClassAug", "Scribbles", "Points"):
+        for file in (root / folder).iterdir():
+            file.unlink()
+        (root / folder).rmdir()
+    sbd_tgz = tgz(write_sbd(tmp_path / "sbd", sbd), tmp_path / "benchmark.tgz")
+    scribble_zip = zipped(scribbles.parent, tmp_path / "scribble_annotation.zip")
+    (tmp_path / "wtp.json").write_text(json.dumps(clicks))
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name, ids in (("train_aug", sorted(train + aug)), ("train", train), ("val", val), ("test", [])):
+        (shipped / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    monkeypatch.setattr(voc12.lists, "SHIPPED_LISTS", shipped)
+    monkeypatch.setattr(voc12.prepare, "SHIPPED_LISTS", shipped)
+
+    assert run(["--voc12_root", str(root), "--sbd", str(sbd_tgz), "--scribbles", str(scribble_zip),
+                "--points", str(tmp_path / "wtp.json")]) == 0
+    report = {r["source"].split(" ")[0]: r for r in json.loads((root / "prepare_voc_report.json").read_text())}
+    assert report["scribbles"]["written"] == 11 and report["points"]["written"] == 11
+    assert not report["scribbles"]["problems"] and not report["points"]["problems"]
+
+    work = tmp_path / "work"
+    summary = run_pipeline.main(run_pipeline.get_args_parser().parse_args(
+        ["--quick", "--voc12_root", str(root), "--work_dir", str(work), "--device", "cpu", "--jobs", "1",
+         "--stages", "data", "cam_train", "cam_infer", "seeds", "baselines", "aff_train", "a2gnn", "evaluate"]))
+    for sup in ("image", "point", "scribble", "box"):
+        assert sorted(p.stem for p in (work / "pseudo" / sup).glob("*.png")) == train, sup
+        assert 0.0 <= summary["supervision"][sup]["pseudo_miou"] <= 1.0
