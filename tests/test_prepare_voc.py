@@ -100,9 +100,11 @@ def zipped(folder: Path, out: Path) -> Path:
 
 
 def scribble_xml(strokes):
+    """ScribbleSup's layout; ``strokes``: (tag, [(x, y), ...] 0-based), written 1-based as the files are."""
     body = "".join("<polygon><tag>{}</tag>{}</polygon>".format(
-        tag, "".join(f"<point><X>{x}</X><Y>{y}</Y></point>" for x, y in xy)) for tag, xy in strokes)
-    return f"<annotation><filename>x.jpg</filename><folder>VOC2012</folder>{body}</annotation>"
+        tag, "".join(f"<point><X>{x + 1}</X><Y>{y + 1}</Y></point>" for x, y in xy)) for tag, xy in strokes)
+    return (f"<annotation><folder>anno</folder><filename>x.png</filename><size><width>9</width><height>9</height>"
+            f"<depth>3</depth></size><segmented>1</segmented>{body}</annotation>")
 
 
 def run(argv):
@@ -178,8 +180,11 @@ def test_scribble_xml_rasterised(voc, tmp_path, capsys, width):
     folder.mkdir(parents=True)
     cat, bg, dog = ((3, 4), (20, 4)), ((0, 14), (25, 14)), ((4, 18), (14, 8))
     (folder / "2007_000032.xml").write_text(scribble_xml([
-        ("cat", cat), ("background", bg), ("dog", dog), ("unicorn", [(1, 1), (5, 5)]), ("tvmonitor", [(28.4, 2.6)])]))
+        ("cat", cat), ("background", bg), ("dog", dog), ("unicorn", [(1, 1), (5, 5)]), ("monitor", [(28.4, 2.6)])]))
     (folder / "2099_000001.xml").write_text(scribble_xml([("cat", cat)]))  # no such image
+    context = folder.parent / "pascal_context"
+    context.mkdir()
+    (context / "2007_000039.xml").write_text(scribble_xml([("sky", cat)]))  # PASCAL-Context: not VOC 2012
     source = zipped(folder.parent, tmp_path / "scribble_annotation.zip")
     assert run(["--voc12_root", str(voc), "--scribbles", str(source), "--scribble_width", str(width)]) == 0
     out = capsys.readouterr().out
@@ -193,9 +198,10 @@ def test_scribble_xml_rasterised(voc, tmp_path, capsys, width):
     assert set(range(4, 15)) <= set(dog_pixels[:, 1].tolist())  # the diagonal has no gap
     assert stroke_reference(hw, dog, outer)[tuple(dog_pixels.T)].all()
     near = stroke_reference(hw, cat, outer) | stroke_reference(hw, bg, outer) | stroke_reference(hw, dog, outer)
-    near[1:6, 26:31] = True  # the one-vertex tvmonitor stroke: a dot at (28, 3)
+    near[1:6, 26:31] = True  # the one-vertex monitor stroke: a dot at (28, 3)
     assert label[3, 28] == 20 and (label[~near] == 255).all()
     assert "unknown class name 'unicorn'" in out and "missing image: 1: 2099_000001" in out
+    assert not (voc / "Scribbles" / "2007_000039.png").exists() and "pascal_context/2007_000039.xml" in out
 
 
 def test_png_scribbles_copied_and_bad_ones_named(voc, tmp_path, capsys):

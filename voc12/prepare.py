@@ -6,8 +6,9 @@ Inputs, each a folder or the archive itself (``.zip``, ``.tar``, ``.tgz``), read
   ``Segmentation`` field is the ``(H, W)`` class-id map; or the prebuilt ``SegmentationClassAug.zip``
   (greyscale class-id PNGs, taken as they are).
 - **ScribbleSup** ``scribble_annotation.zip``: ``pascal_2012/<id>.xml``, one ``<polygon>`` per stroke with
-  a ``<tag>`` class name and ``<point><X>x</X><Y>y</Y></point>`` vertices of a polyline; or PNG scribbles
-  (class ids on strokes, 255 elsewhere), taken as they are.
+  a ``<tag>`` class name and ``<point><X>x</X><Y>y</Y></point>`` vertices of a polyline (1-based pixels); its
+  ``pascal_2007/`` and ``pascal_context/`` folders are skipped; or PNG scribbles (class ids on strokes, 255
+  elsewhere), taken as they are.
 - **What's-the-Point** clicks: one JSON object, image id -> list of ``{"cls": 1..20, "x", "y", ...}``
   (0-based pixels; no background clicks).
 
@@ -53,11 +54,14 @@ from voc12.make_cls_labels import load_cls_labels, save_cls_labels
 from vocabulary import CAT_LIST, IGNORE
 
 SCRIBBLE_WIDTH = 3  # pixels: stroke width of rasterised ScribbleSup polylines (cv2.polylines thickness)
-# ScribbleSup tags that are not the VOC spelling (the files use the VOC names; other copies spell them out)
-CLASS_ALIASES = {"background": 0, "bg": 0, "airplane": 1, "aeroplane": 1, "motorcycle": 14,
-                 "dining table": 11, "dining_table": 11, "potted plant": 16, "potted_plant": 16,
-                 "pottedplant": 16, "tv": 20, "tv/monitor": 20, "tv_monitor": 20, "tvmonitor": 20,
+# ScribbleSup tags -> VOC ids: the short names of its annotation tool (plane, bike, table, plant, monitor, as its
+# PASCAL-Context files spell them), the VOC names, and spelled-out variants of other copies
+CLASS_ALIASES = {"background": 0, "bg": 0, "plane": 1, "airplane": 1, "bike": 2, "motorcycle": 14, "table": 11,
+                 "dining table": 11, "dining_table": 11, "plant": 16, "potted plant": 16, "potted_plant": 16,
+                 "monitor": 20, "tv": 20, "tv/monitor": 20, "tv_monitor": 20,
                  **{name: index + 1 for index, name in enumerate(CAT_LIST)}}
+# the ScribbleSup archive also holds PASCAL VOC 2007 and PASCAL-Context scribbles (other ids, other classes)
+OTHER_SCRIBBLE_SETS = {"pascal_2007", "pascal_context"}
 REPORT_NAME = "prepare_voc_report.json"
 SHOWN = 10  # ids printed per problem kind (the report file holds all)
 
@@ -136,15 +140,16 @@ def read_label_bytes(data: bytes, source: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Stroke:
-    """One ScribbleSup stroke: class id (0 = background) and its polyline, ``(N, 2)`` float x, y."""
+    """One ScribbleSup stroke: class id (0 = background) and its polyline, ``(N, 2)`` float x, y (0-based)."""
 
     cls: int
     xy: np.ndarray
 
 
 def read_scribble_xml(data: bytes, source: str) -> tuple[list[Stroke], list[str]]:
-    """``(strokes, problems)`` of a ScribbleSup XML file. A stroke with an unknown class name or without
-    vertices is left out and named in ``problems``."""
+    """``(strokes, problems)`` of a ScribbleSup XML file. Its ``<X>``/``<Y>`` are 1-based pixel coordinates (as
+    MATLAB's, which its demo and the widely used PNG conversion draw them with; VOC XML is 1-based too), so 1 is
+    subtracted. A stroke with an unknown class name or without vertices is left out and named in ``problems``."""
     try:
         root = ET.fromstring(data)
     except ET.ParseError as err:
@@ -158,7 +163,7 @@ def read_scribble_xml(data: bytes, source: str) -> tuple[list[Stroke], list[str]
             continue
         try:
             xy = np.array([[float(p.findtext("X")), float(p.findtext("Y"))] for p in polygon.iter("point")],
-                          dtype=np.float64).reshape(-1, 2)
+                          dtype=np.float64).reshape(-1, 2) - 1
         except (TypeError, ValueError):
             problems.append(f"stroke {k} ({tag}): a vertex without numeric <X>/<Y>")
             continue
@@ -338,6 +343,9 @@ class Preparer:
         for entry in self._bar(source_entries(source), "scribbles"):
             suffix = entry.name.suffix.lower()
             if suffix not in (".xml", ".png"):
+                continue
+            if OTHER_SCRIBBLE_SETS & set(entry.name.parts):
+                report.problem("not PASCAL VOC 2012 (pascal_2007 / pascal_context scribbles; skipped)", str(entry.name))
                 continue
             seen += 1
             image_id = entry.name.stem
