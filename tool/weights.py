@@ -94,7 +94,7 @@ class MissingWeights(UserError, FileNotFoundError):
 def missing_weights(path: str | os.PathLike, flag: str | None = None) -> MissingWeights:
     """The one-line error for a weights file that is not at ``path`` (``flag``: the option that named it)."""
     path = Path(path)
-    head = f"{flag + ' ' if flag else ''}weights file not found: {path}"
+    head = f"weights file not found: {path}" + (f" ({flag})" if flag else "")
     item = published(path.name)
     if item is None:
         return MissingWeights(f"{head}; check the path (published files: python download_weights.py --list)")
