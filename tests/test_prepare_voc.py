@@ -131,9 +131,9 @@ def test_sbd_masks_voc_masks_win_lists_and_labels(voc, tmp_path, capsys, archive
     for image_id in TRAIN + VAL:  # VOC's own mask wins where it exists
         assert (aug / f"{image_id}.png").read_bytes() == (voc / "SegmentationClass" / f"{image_id}.png").read_bytes()
     assert not (aug / "2009_999999.png").exists()
-    assert "missing image: 1: 2009_999999" in out
+    assert "missing image (1): 2009_999999" in out
     assert voc12.lists.read_id_list(voc / "ImageSets/Segmentation/train_aug.txt") == sorted(TRAIN + SBD_ONLY)
-    assert "train_aug: 4 ids" not in out  # matches the standard split: no missing-id line
+    assert "missing (" not in out  # every split matches the standard one
     labels = load_cls_labels(voc / "cls_labels.npz")
     assert sorted(labels) == sorted(TRAIN + SBD_ONLY + VAL)
     expected = np.zeros(20, np.float32)
@@ -150,7 +150,7 @@ def test_sbd_masks_voc_masks_win_lists_and_labels(voc, tmp_path, capsys, archive
 def test_missing_ids_against_the_standard_split_are_named(voc, capsys):
     assert run(["--voc12_root", str(voc)]) == 0  # no SBD: train_aug is VOC train alone
     out = capsys.readouterr().out
-    assert "train_aug: 2 ids, the standard split has 4; missing: 1: 2008_000002, 2008_000003" in out
+    assert "train_aug has 2 ids, the standard split 4; missing (2): 2008_000002; 2008_000003" in out
 
 
 def test_prebuilt_greyscale_zip_taken_as_it_is(voc, tmp_path):
@@ -200,7 +200,7 @@ def test_scribble_xml_rasterised(voc, tmp_path, capsys, width):
     near = stroke_reference(hw, cat, outer) | stroke_reference(hw, bg, outer) | stroke_reference(hw, dog, outer)
     near[1:6, 26:31] = True  # the one-vertex monitor stroke: a dot at (28, 3)
     assert label[3, 28] == 20 and (label[~near] == 255).all()
-    assert "unknown class name 'unicorn'" in out and "missing image: 1: 2099_000001" in out
+    assert "unknown class name 'unicorn'" in out and "missing image (1): 2099_000001" in out
     assert not (voc / "Scribbles" / "2007_000039.png").exists() and "pascal_context/2007_000039.xml" in out
 
 
@@ -235,10 +235,10 @@ def test_points_with_background_click_from_the_scribble(voc, tmp_path, capsys):
     assert background_click(scribble) == (xs[len(xs) // 2], ys[len(ys) // 2]) == (11, 15)
     assert [(p.cls, p.x, p.y) for p in points] == [(8, 10, 5), (20, 29, 19), (0, 11, 15)]
     assert [(p.cls, p.x, p.y) for p in read_points(voc / "Points" / "2007_000039.json")] == [(15, 4, 6)]
-    assert "click outside the image: 1: 2007_000032 click 2: (x=30, y=2) not in 20x30" in out
-    assert "class outside 1..20: 1: 2007_000032 click 3: cls 21" in out
-    assert "no background click (no background scribble): 1: 2007_000039" in out
-    assert "missing image: 1: 2099_000001" in out
+    assert "click outside the image (1): 2007_000032 click 2: (x=30, y=2) not in 20x30" in out
+    assert "class outside 1..20 (1): 2007_000032 click 3: cls 21" in out
+    assert "no background click (no background scribble) (1): 2007_000039" in out
+    assert "missing image (1): 2099_000001" in out
 
 
 def test_labelme_xml_boxes_read(voc):

@@ -231,7 +231,7 @@ class Report:
         out = [head]
         for kind, items in self.problems.items():
             more = f" ... (+{len(items) - SHOWN} more)" if len(items) > SHOWN else ""
-            out.append(f"  {kind}: {len(items)}: {'; '.join(items[:SHOWN])}{more}")
+            out.append(f"  {kind} ({len(items)}): {'; '.join(items[:SHOWN])}{more}")
         return out
 
 
@@ -451,14 +451,11 @@ class Preparer:
             report.written += 1
         for name, ids in lists.items():
             standard = read_id_list(SHIPPED_LISTS / f"{name}.txt")
-            missing = sorted(set(standard) - set(ids))
-            extra = sorted(set(ids) - set(standard))
-            note = f"{name}: {len(ids)} ids, the standard split has {len(standard)}"
-            if missing:
-                report.problem(f"{note}; missing", ", ".join(missing[:SHOWN])
-                               + (f" ... (+{len(missing) - SHOWN} more)" if len(missing) > SHOWN else ""))
-            if extra:
-                report.problem(f"{note}; not in the standard split", ", ".join(extra[:SHOWN]))
+            missing, extra = sorted(set(standard) - set(ids)), sorted(set(ids) - set(standard))
+            for image_id in missing:
+                report.problem(f"{name} has {len(ids)} ids, the standard split {len(standard)}; missing", image_id)
+            for image_id in extra:
+                report.problem(f"{name}: not in the standard split", image_id)
         return report, lists
 
     def labels(self, ids: list[str]) -> Report:
