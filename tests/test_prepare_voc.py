@@ -122,6 +122,8 @@ def test_sbd_masks_voc_masks_win_lists_and_labels(voc, tmp_path, capsys, archive
     sbd_labels = {i: random_label(rng, SIZES[i], [0, 3, 15]) for i in SBD_ONLY + TRAIN[:1] + VAL}
     sbd_labels["2009_999999"] = random_label(rng, (5, 5), [0])  # no image in VOC
     sbd = write_sbd(tmp_path / "sbd", sbd_labels)
+    (sbd / "dataset" / "cls" / "2008_000009.mat").write_bytes(b"MATLAB 5.0")  # a truncated file
+    scipy.io.savemat(sbd / "dataset" / "cls" / "2008_000001.mat", {"Other": np.zeros(3)})  # not SBD's struct
     source = tgz(sbd, tmp_path / "benchmark.tgz") if archive else sbd
     assert run(["--voc12_root", str(voc), "--sbd", str(source)]) == 0
     out = capsys.readouterr().out
@@ -132,6 +134,8 @@ def test_sbd_masks_voc_masks_win_lists_and_labels(voc, tmp_path, capsys, archive
         assert (aug / f"{image_id}.png").read_bytes() == (voc / "SegmentationClass" / f"{image_id}.png").read_bytes()
     assert not (aug / "2009_999999.png").exists()
     assert "missing image (1): 2009_999999" in out
+    assert "unreadable mask (2): " in out and "2008_000001.mat: not an SBD class .mat" in out
+    assert "2008_000009.mat: not an SBD class .mat" in out
     assert voc12.lists.read_id_list(voc / "ImageSets/Segmentation/train_aug.txt") == sorted(TRAIN + SBD_ONLY)
     assert "missing (" not in out  # every split matches the standard one
     labels = load_cls_labels(voc / "cls_labels.npz")

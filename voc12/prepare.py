@@ -117,7 +117,8 @@ def read_sbd_mat(data: bytes, source: str) -> np.ndarray:
     try:
         mat = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
         label = np.asarray(mat["GTcls"].Segmentation)
-    except (ValueError, KeyError, AttributeError, TypeError, OSError) as err:
+    except (ValueError, KeyError, AttributeError, TypeError, OSError, NotImplementedError,
+            scipy.io.matlab.MatReadError) as err:
         raise AnnotationError(f"{source}: not an SBD class .mat (struct GTcls with field Segmentation): "
                               f"{type(err).__name__}: {err}") from None
     try:
