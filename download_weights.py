@@ -30,15 +30,16 @@ from tool import cli
 from tool.checkpoint import load_checkpoint
 from tool.weights import CHECKSUM_SOURCES, PUBLISHED, Published, destination
 
-DEFAULT_FILES = [p.key for p in PUBLISHED if p.network is not None]
+DEFAULT_FILES = [p.key for p in PUBLISHED if p.network is not None and not p.network.startswith("resnet")]
 CHUNK = 1 << 20
 
 
 def print_table(dest: Path, data_dir: Path) -> None:
     for item in PUBLISHED:
         how = "download" if item.downloadable else "manual"
-        check = (f"md5 {item.md5} ({CHECKSUM_SOURCES[item.key]})" if item.md5
-                 else "no published checksum (loaded into its network instead)")
+        check = (f"md5 {item.md5} ({CHECKSUM_SOURCES[item.key]})" if item.md5 else
+                 f"sha256 {item.sha256_prefix}... ({CHECKSUM_SOURCES[item.key]})" if item.sha256_prefix else
+                 "no published checksum (loaded into its network instead)")
         print(f"{item.key:18s} {how:8s} -> {destination(item, dest, data_dir)}\n"
               f"{'':18s} used by: {item.used_by}\n{'':18s} source:  {item.source}\n{'':18s} check:   {check}")
 
@@ -57,12 +58,12 @@ def check_digests(item: Published, path: Path, compare: bool = True) -> str:
     """The size and digests of ``path`` as one line; with ``compare``, ``ValueError`` when one differs from a
     published checksum of ``item``."""
     found = digests(path)
-    for name in ("md5", "sha256"):
-        published = getattr(item, name)
-        if compare and published and found[name] != published:
+    expected = {"md5": item.md5, "sha256": item.sha256 or item.sha256_prefix}
+    for name, published in expected.items():
+        if compare and published and not found[name].startswith(published):
             raise ValueError(f"{path}: {name} {found[name]} differs from the published {published} "
                              f"({CHECKSUM_SOURCES.get(item.key, 'published checksum')}): a damaged or different file")
-    checked = ("matches the published checksum" if compare and (item.md5 or item.sha256)
+    checked = ("matches the published checksum" if compare and any(expected.values())
                else "no published checksum to compare")
     return f"{path.stat().st_size} bytes, md5 {found['md5']}, sha256 {found['sha256']} ({checked})"
 
@@ -95,8 +96,12 @@ def fetch(item: Published, target: Path, timeout: float, base_url: str | None = 
 
 def build_network(kind: str, width: float):
     """The network a published checkpoint belongs to (imports here: torch models are only built on use)."""
+    import torchvision
+
     from network import resnet38_aff_gated, resnet38_SEAM, resnet38d
 
+    if kind.startswith("resnet"):  # a torchvision ImageNet ResNet (no width multiplier)
+        return getattr(torchvision.models, kind)(weights=None)
     return {"seam": resnet38_SEAM.Net, "aff": resnet38_aff_gated.Net, "backbone": resnet38d.Net}[kind](width)
 
 
@@ -124,7 +129,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="weights folder (final models go to DEST/final_model)")
     parser.add_argument("--data_dir", default="data", help="folder for the seed-label archive")
     parser.add_argument("--files", nargs="+", default=DEFAULT_FILES, choices=[p.key for p in PUBLISHED],
-                        help="which files (default: all checkpoints; add seed_labels for the label archive)")
+                        help="which files (default: every A2GNN checkpoint; add seed_labels for the label "
+                             "archive, resnet101 / resnet50 for the stage-4 backbones)")
     parser.add_argument("--base_url", default=None,
                         help="mirror: fetch every file as BASE_URL/<file name>, not from the published links")
     parser.add_argument("--force", type=cli.str2bool, default=False,

@@ -12,6 +12,7 @@ from test_checkpoint import backbone_mxnet_arrays, write_mxnet_params
 
 import download_weights
 from network import resnet38_aff_gated, resnet38_SEAM, resnet38d
+from network.deeplab import TORCHVISION_FILES
 from tool import cli
 from tool.checkpoint import load_checkpoint, save_checkpoint
 from tool.weights import CHECKSUM_SOURCES, PUBLISHED, MissingWeights, Published
@@ -195,10 +196,25 @@ def test_failure_names_the_place_for_a_hand_downloaded_file(tmp_path, capsys):
     assert f"place it at {dest / 'final_model' / 'aff_box.pth'}" in out
 
 
-def test_only_the_imagenet_file_has_a_checksum_and_it_is_sourced():
+def test_checksums_are_only_the_published_ones_and_sourced():
     assert {p.key: p.md5 for p in PUBLISHED if p.md5} == {"ilsvrc": "ff21f45d6bf03284100dcbec571edfad"}
-    assert not [p.key for p in PUBLISHED if p.sha256]  # none is published; none is made up
-    assert set(CHECKSUM_SOURCES) == {p.key for p in PUBLISHED if p.md5}
+    assert not [p.key for p in PUBLISHED if p.sha256]  # no full sha256 is published; none is made up
+    prefixes = {p.key: p.sha256_prefix for p in PUBLISHED if p.sha256_prefix}
+    assert prefixes == {"resnet101": "63fe2227", "resnet50": "0676ba61"}  # torchvision's file names
+    assert set(CHECKSUM_SOURCES) == {p.key for p in PUBLISHED if p.md5 or p.sha256_prefix}
+    assert {p.filename for p in PUBLISHED if p.key in prefixes} == set(TORCHVISION_FILES.values())
+
+
+def test_torchvision_backbone_checked_by_its_sha256_prefix(tmp_path, serve, capsys):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "resnet50-0676ba61.pth").write_bytes(b"not torchvision's file")
+    url = serve(functools.partial(QuietHandler, directory=str(served)))
+    code, out = run(["--base_url", url, "--dest", str(tmp_path / "w"), "--files", "resnet50"], capsys)
+    assert code == 1 and "differs from the published 0676ba61" in out
+    assert not list((tmp_path / "w").glob("*.pth"))  # the mismatching download is deleted
+    net = download_weights.build_network("resnet101", 1.0)  # what a torchvision file is verified against
+    assert sum(p.numel() for p in net.parameters()) == 44_549_160  # torchvision's ResNet-101
 
 
 @pytest.mark.parametrize("path, words", [

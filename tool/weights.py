@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchvision.models import ResNet50_Weights, ResNet101_Weights
+
 from tool.cli import UserError
 
 BAIDU_WEIGHTS = "BaiduYun https://pan.baidu.com/s/1Y7K8o6FEIqdhAOTKgcA39g (access code: cvfg)"
@@ -23,13 +25,14 @@ class Published:
     key: str  # name for download_weights.py --files
     filename: str
     folder: str  # "weights", "final_model" (below --dest) or "data" (--data_dir)
-    network: str | None  # "seam", "aff", "backbone" or None (not a checkpoint)
+    network: str | None  # "seam", "aff", "backbone", "resnet50", "resnet101" or None (not a checkpoint)
     used_by: str
     source: str
     gdrive_id: str | None = None  # Google Drive file id (fetched with gdown)
     url: str | None = None  # another direct address
     md5: str | None = None  # only where a published checksum exists (see CHECKSUM_SOURCES)
-    sha256: str | None = None  # likewise; none is published for any of these files
+    sha256: str | None = None  # likewise; none is published in full for any of these files
+    sha256_prefix: str | None = None  # the first hex digits of the sha256 that a torchvision file name carries
 
     @property
     def downloadable(self) -> bool:
@@ -53,6 +56,11 @@ PUBLISHED = (
                 f"stage 3 ({sup}): train_infer_A2GNN_{'box' if sup == 'box' else 'others'}.py --weights",
                 BAIDU_WEIGHTS)
       for sup in ("box", "scribble", "image", "point")),
+    *(Published(f"resnet{depth}", Path(weights.url).name, "weights", f"resnet{depth}",
+                f"stage 4 backbone: train_seg.py --arch deeplabv2_resnet{depth} --backbone_weights",
+                f"torchvision ImageNet weights {weights.url}", url=weights.url,
+                sha256_prefix=Path(weights.url).stem.rsplit("-", 1)[1])
+      for depth, weights in ((101, ResNet101_Weights.IMAGENET1K_V1), (50, ResNet50_Weights.IMAGENET1K_V1))),
     Published("seed_labels", "seed_labels.zip", "data", None,
               "stage 2/3 seed labels: unpack so that data/Init_Label/<SEAM_Box, ...> exists",
               "Google Drive https://drive.google.com/file/d/1d6nntO4kfgKN45o37GjTYWdu6eLF8RXc/view",
@@ -61,7 +69,9 @@ PUBLISHED = (
 # Where each checksum above comes from. The other files have no published checksum or size (SEAM, A2GNN and
 # the BaiduYun shares state none; no copy was at hand to compute one), so none is checked: download_weights.py
 # prints the md5 and sha256 of each file it verifies, for you to record, and loads it strictly into its network.
-CHECKSUM_SOURCES = {"ilsvrc": "github.com/itijyou/ademxapp models/checksum.md5"}
+CHECKSUM_SOURCES = {"ilsvrc": "github.com/itijyou/ademxapp models/checksum.md5",
+                    **{f"resnet{d}": "the first sha256 hex digits in torchvision's file name, as torch.hub checks"
+                       for d in (101, 50)}}
 DEFAULT_DEST, DEFAULT_DATA_DIR = Path("netWeights"), Path("data")
 
 
@@ -91,15 +101,17 @@ class MissingWeights(UserError, FileNotFoundError):
     """A weights file that is not there (a :class:`~tool.cli.UserError`: one ``error:`` line, status 2)."""
 
 
-def missing_weights(path: str | os.PathLike, flag: str | None = None) -> MissingWeights:
-    """The one-line error for a weights file that is not at ``path`` (``flag``: the option that named it)."""
+def missing_weights(path: str | os.PathLike, flag: str | None = None, otherwise: str = "") -> MissingWeights:
+    """The one-line error for a weights file that is not at ``path`` (``flag``: the option that named it;
+    ``otherwise``: another way out, appended, e.g. ``'or pass --weights none'``)."""
     path = Path(path)
     head = f"weights file not found: {path}" + (f" ({flag})" if flag else "")
+    tail = f"; {otherwise}" if otherwise else ""
     item = published(path.name)
     if item is None:
-        return MissingWeights(f"{head}; check the path (published files: python download_weights.py --list)")
+        return MissingWeights(f"{head}; check the path (published files: python download_weights.py --list){tail}")
     if item.downloadable:  # a Google Drive or direct file: its folder is --dest or --data_dir
         return MissingWeights(f"{head}; it is the published {item.filename} ({item.used_by}): "
-                              f"'{fetch_command(item, path)}' fetches it there")
+                              f"'{fetch_command(item, path)}' fetches it there (from {item.url or item.source}){tail}")
     return MissingWeights(f"{head}; it is the published {item.filename} ({item.used_by}), on {item.source} "
-                          f"only: download it there and put it at {path} (or train it yourself; see the README)")
+                          f"only: download it there and put it at {path} (or train it yourself; see the README){tail}")
