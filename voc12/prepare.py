@@ -304,9 +304,10 @@ class Preparer:
         """SBD ``cls/<id>.mat`` files (written as palette PNGs) or prebuilt class-id PNGs (copied as they are)
         into ``SegmentationClassAug``, for the ids it does not hold yet."""
         report = Report(f"SBD / SegmentationClassAug {source}")
-        seen = 0
+        seen, in_cls = 0, Path(source).name == "cls"  # the cls/ folder itself may be given
         for entry in self._bar(source_entries(source), "SBD masks"):
-            is_mat = entry.name.suffix == ".mat" and entry.name.parent.name == "cls"
+            folder = entry.name.parent.name or ("cls" if in_cls else "")
+            is_mat = entry.name.suffix == ".mat" and folder == "cls"  # inst/ holds instance maps
             if not is_mat and entry.name.suffix.lower() != ".png":
                 continue
             seen += 1
