@@ -260,6 +260,8 @@ def test_unusable_sources_and_user_errors(voc, tmp_path, capsys):
     assert "UNUSABLE: no SBD cls/<id>.mat file" in capsys.readouterr().out
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert run(["--voc12_root", str(voc), "--points", str(tmp_path / "bad.json")]) == 1
+    assert run(["--voc12_root", str(voc), "--points", str(empty)]) == 1  # a folder, not the JSON file
+    assert "not a file (give the What's-the-Point JSON file itself)" in capsys.readouterr().out
     assert run(["--voc12_root", str(voc), "--scribbles", str(tmp_path / "nowhere.zip")]) == 2
     assert "error: --scribbles" in capsys.readouterr().err
     assert run(["--voc12_root", str(tmp_path)]) == 2

@@ -191,7 +191,7 @@ def read_wtp_clicks(path: str | os.PathLike) -> dict[str, list[dict]]:
     """The What's-the-Point JSON object: image id -> list of clicks (``cls`` 1..20, ``x``, ``y``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
+        raise SourceError(f"{path}: not a file (give the What's-the-Point JSON file itself)")
     try:
         data = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
