@@ -29,6 +29,7 @@ from tool.aff_losses import affinity_loss
 from tool.checkpoint import load_checkpoint, read_state_dict
 from tool.cli import add_id_list, add_voc12_root, default_device
 from tool.trainer import TrainResult, add_training_args, run_files, train
+from tool.weights import missing_weights
 from voc12.data import JITTER, AffTrainDataset
 from voc12.lists import read_list
 from voc12.preflight import preflight_training
@@ -94,7 +95,7 @@ def init_weights(model: nn.Module, weights: str) -> None:
         print("--weights none: random initialization")
         return
     if not Path(weights).is_file():
-        raise FileNotFoundError(f"--weights file not found: {weights} (or pass --weights none)")
+        raise missing_weights(weights, "--weights", "or pass --weights none")
     keys = set(read_state_dict(weights))
     full = all(k in keys for k in model.state_dict() if not k.endswith("num_batches_tracked"))
     load_checkpoint(model, weights, strict=full)

@@ -31,6 +31,7 @@ from tool.checkpoint import load_checkpoint
 from tool.cli import add_voc12_root, default_device, str2bool
 from tool.segmentation import segmentation_loss
 from tool.trainer import add_training_args, train
+from tool.weights import missing_weights
 from voc12 import NUM_CLASSES
 from voc12.data import SegTrainDataset
 from voc12.lists import read_list
@@ -38,7 +39,6 @@ from voc12.lists import read_list
 # flags whose change alters the result: a resume must repeat them (tool/trainer.py)
 SETTINGS = ("arch", "backbone_width", "backbone_weights", "train_list", "label_dir", "crop_size", "scale_range",
             "batch_size", "max_iters", "lr", "wt_dec", "momentum", "optimizer", "seed", "num_workers", "amp")
-TORCHVISION_URL = "https://download.pytorch.org/models/"
 
 
 def default_backbone_weights(arch: str) -> str:
@@ -90,8 +90,7 @@ def load_backbone(net: SegNet, path: str | os.PathLike) -> None:
     A torchvision file may only add its ``fc`` (and BatchNorm counters); a ResNet-38 file may hold heads.
     """
     if not Path(path).is_file():
-        hint = "" if net.classifier_keys else f" (torchvision's ImageNet file: {TORCHVISION_URL}{Path(path).name})"
-        raise FileNotFoundError(f"--backbone_weights not found: {path}{hint}; or pass --backbone_weights none")
+        raise missing_weights(path, "--backbone_weights", "or pass --backbone_weights none")
     report = load_checkpoint(net.backbone, path, strict=False)
     unfilled = report.missing + report.reshaped
     if not net.classifier_keys:

@@ -4,7 +4,7 @@ import functools
 import hashlib
 import http.server
 import threading
-import urllib.parse
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +12,10 @@ from test_checkpoint import backbone_mxnet_arrays, write_mxnet_params
 
 import download_weights
 from network import resnet38_aff_gated, resnet38_SEAM, resnet38d
-from tool.checkpoint import save_checkpoint
+from network.deeplab import TORCHVISION_FILES
+from tool import cli
+from tool.checkpoint import load_checkpoint, save_checkpoint
+from tool.weights import CHECKSUM_SOURCES, PUBLISHED, MissingWeights, Published
 
 W = 1 / 8
 
@@ -102,28 +105,20 @@ def test_baidu_only_files_are_placed_by_hand(tmp_path, mirror, capsys):
     assert code == 0 and "aff_box: verified" in out
 
 
-def test_google_drive_confirmation_page(tmp_path, serve):
-    payload = b"\x00weights" * 100
+def test_google_drive_files_go_through_gdown(tmp_path, monkeypatch, capsys):
+    calls = []
 
-    class Drive(QuietHandler):
-        def do_GET(self):
-            query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
-            if self.path.startswith("/download") and query.get("confirm") == ["t0k"]:
-                body, kind = payload, "application/octet-stream"
-            else:
-                body = (f'<html><form id="download-form" action="http://127.0.0.1:{self.server.server_port}'
-                        '/download" method="get"><input type="hidden" name="id" value="abc">'
-                        '<input type="hidden" name="confirm" value="t0k"></form></html>').encode()
-                kind = "text/html; charset=utf-8"
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def fake_download(**kwargs):
+        calls.append(kwargs)
+        Path(kwargs["output"]).write_bytes(b"zip bytes")
+        return kwargs["output"]
 
-    url = serve(Drive)
-    size = download_weights.fetch(f"{url}/uc?export=download&id=abc", tmp_path / "f.pth", timeout=10)
-    assert size == len(payload) and (tmp_path / "f.pth").read_bytes() == payload
+    monkeypatch.setattr(download_weights.gdown, "download", fake_download)
+    code, out = run(["--files", "seed_labels", "--data_dir", str(tmp_path / "data")], capsys)
+    assert code == 0, out
+    assert calls == [{"id": "1d6nntO4kfgKN45o37GjTYWdu6eLF8RXc", "output": str(tmp_path / "data" / "seed_labels.zip"),
+                      "quiet": False, "resume": True, "timeout": 60.0}]
+    assert f"sha256 {hashlib.sha256(b'zip bytes').hexdigest()}" in out  # printed for the user to record
 
 
 def test_list_table(capsys):
@@ -136,15 +131,15 @@ def test_list_table(capsys):
     assert "netWeights/final_model/aff_point.pth" in out
 
 
-def range_server(payload: bytes, log: list, cut_first_at: int | None = None, ranges: bool = True):
-    """A handler serving ``payload``: HTTP ranges when ``ranges``; the first answer breaks off after
-    ``cut_first_at`` bytes (its Content-Length still says the whole file)."""
+def range_server(payload: bytes, log: list, cut_first_at: int | None = None):
+    """A handler serving ``payload`` with HTTP ranges; the first answer breaks off after ``cut_first_at``
+    bytes (its Content-Length still says the whole file)."""
 
     class Handler(QuietHandler):
         def do_GET(self):
             asked = self.headers.get("Range")
             log.append(asked)
-            start = int(asked.removeprefix("bytes=").rstrip("-")) if asked and ranges else 0
+            start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
             body = payload[start:]
             self.send_response(206 if start else 200)
             self.send_header("Content-Type", "application/octet-stream")
@@ -162,30 +157,22 @@ def range_server(payload: bytes, log: list, cut_first_at: int | None = None, ran
     return Handler
 
 
-def test_interrupted_download_resumes_from_the_partial_file(tmp_path, serve, capsys):
-    payload = bytes(range(256)) * 12_000  # 3 MB: several chunks
+def item_at(url: str, md5: str | None = None) -> Published:
+    return Published("x", "f.params", "weights", None, "a test", "a test server", url=url, md5=md5)
+
+
+def test_interrupted_download_resumes_from_the_partial_file(tmp_path, serve):
+    payload = bytes(range(256)) * 12_000  # 3 MB
     log = []
     url = serve(range_server(payload, log, cut_first_at=1_500_000))
-    target = tmp_path / "w" / "f.pth"
+    target = tmp_path / "w" / "f.params"
     with pytest.raises(OSError, match="run again to resume"):
-        download_weights.fetch(f"{url}/f.pth", target, timeout=10)
-    part = download_weights.partial_path(target)
-    assert not target.exists() and 0 < part.stat().st_size < len(payload)
-    kept = part.stat().st_size
-    size = download_weights.fetch(f"{url}/f.pth", target, timeout=10)
-    assert size == len(payload) and target.read_bytes() == payload and not part.exists()
-    assert log == [None, f"bytes={kept}-"]
-    assert "f.pth" in capsys.readouterr().err  # the progress bar
-
-
-def test_server_without_ranges_restarts_the_download(tmp_path, serve):
-    payload = b"0123456789" * 1000
-    log = []
-    url = serve(range_server(payload, log, ranges=False))
-    target = tmp_path / "f.pth"
-    download_weights.partial_path(target).write_bytes(b"stale bytes")
-    assert download_weights.fetch(f"{url}/f.pth", target, timeout=10, progress=False) == len(payload)
-    assert target.read_bytes() == payload
+        download_weights.fetch(item_at(f"{url}/f.params"), target, timeout=10, progress=False)
+    assert not target.exists()
+    size = download_weights.fetch(item_at(f"{url}/f.params"), target, timeout=10, progress=False)
+    assert size == len(payload) and target.read_bytes() == payload
+    assert log[0] is None and log[-1].startswith("bytes=") and int(log[-1][6:-1]) > 0  # resumed, not restarted
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.params"]  # no partial file left
 
 
 def test_checksum_mismatch_deletes_the_download(tmp_path, serve):
@@ -193,10 +180,10 @@ def test_checksum_mismatch_deletes_the_download(tmp_path, serve):
     url = serve(range_server(payload, []))
     target = tmp_path / "f.params"
     with pytest.raises(ValueError, match="md5 .* differs from the published 0{32}"):
-        download_weights.fetch(f"{url}/f.params", target, timeout=10, md5="0" * 32, progress=False)
-    assert not target.exists() and not download_weights.partial_path(target).exists()
+        download_weights.fetch(item_at(f"{url}/f.params", "0" * 32), target, timeout=10, progress=False)
+    assert not target.exists()
     digest = hashlib.md5(payload).hexdigest()
-    download_weights.fetch(f"{url}/f.params", target, timeout=10, md5=digest, progress=False)
+    download_weights.fetch(item_at(f"{url}/f.params", digest), target, timeout=10, progress=False)
     assert target.read_bytes() == payload
 
 
@@ -209,7 +196,39 @@ def test_failure_names_the_place_for_a_hand_downloaded_file(tmp_path, capsys):
     assert f"place it at {dest / 'final_model' / 'aff_box.pth'}" in out
 
 
-def test_only_the_imagenet_file_has_a_checksum_and_it_is_sourced():
-    with_md5 = {p.key: p.md5 for p in download_weights.PUBLISHED if p.md5}
-    assert with_md5 == {"ilsvrc": "ff21f45d6bf03284100dcbec571edfad"}
-    assert set(download_weights.CHECKSUM_SOURCES) == set(with_md5)
+def test_checksums_are_only_the_published_ones_and_sourced():
+    assert {p.key: p.md5 for p in PUBLISHED if p.md5} == {"ilsvrc": "ff21f45d6bf03284100dcbec571edfad"}
+    assert not [p.key for p in PUBLISHED if p.sha256]  # no full sha256 is published; none is made up
+    prefixes = {p.key: p.sha256_prefix for p in PUBLISHED if p.sha256_prefix}
+    assert prefixes == {"resnet101": "63fe2227", "resnet50": "0676ba61"}  # torchvision's file names
+    assert set(CHECKSUM_SOURCES) == {p.key for p in PUBLISHED if p.md5 or p.sha256_prefix}
+    assert {p.filename for p in PUBLISHED if p.key in prefixes} == set(TORCHVISION_FILES.values())
+
+
+def test_torchvision_backbone_checked_by_its_sha256_prefix(tmp_path, serve, capsys):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "resnet50-0676ba61.pth").write_bytes(b"not torchvision's file")
+    url = serve(functools.partial(QuietHandler, directory=str(served)))
+    code, out = run(["--base_url", url, "--dest", str(tmp_path / "w"), "--files", "resnet50"], capsys)
+    assert code == 1 and "differs from the published 0676ba61" in out
+    assert not list((tmp_path / "w").glob("*.pth"))  # the mismatching download is deleted
+    net = download_weights.build_network("resnet101", 1.0)  # what a torchvision file is verified against
+    assert sum(p.numel() for p in net.parameters()) == 44_549_160  # torchvision's ResNet-101
+
+
+@pytest.mark.parametrize("path, words", [
+    ("w/resnet38_SEAM.pth", ["python download_weights.py --files resnet38_SEAM --dest w' fetches it there"]),
+    ("netWeights/resnet38_SEAM.pth", ["'python download_weights.py --files resnet38_SEAM' fetches it there"]),
+    ("netWeights/final_model/aff_box.pth", ["BaiduYun", "cvfg", "put it at netWeights/final_model/aff_box.pth"]),
+    ("x/my_own.pth", ["weights file not found: x/my_own.pth", "python download_weights.py --list"]),
+])
+def test_a_missing_weights_file_is_one_line_saying_how_to_get_it(tmp_path, monkeypatch, capsys, path, words):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingWeights) as err:
+        load_checkpoint(resnet38d.Net(width=W), path)
+    assert isinstance(err.value, FileNotFoundError) and "\n" not in str(err.value)
+    for word in words:
+        assert word in str(err.value)
+    assert cli.run(lambda: load_checkpoint(resnet38d.Net(width=W), path)) == 2
+    assert capsys.readouterr().err.startswith(f"error: weights file not found: {path}; ")

@@ -23,6 +23,7 @@ from torch import nn
 
 from network.resnet38d import BACKBONE_MODULES
 from tool.label_io import atomic_path
+from tool.weights import missing_weights
 
 MXNET_LIST_MAGIC = 0x112
 NDARRAY_V1_MAGIC = 0xF993FAC8  # int64 shape
@@ -107,7 +108,7 @@ def read_mxnet_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MXNet params file not found: {path}")
+        raise missing_weights(path)
     reader = _Reader(path.read_bytes(), path)
     if reader.scalar("Q") != MXNET_LIST_MAGIC:
         raise ValueError(f"{path}: not an MXNet NDArray list file (bad magic number)")
@@ -154,7 +155,7 @@ def load_torch_file(path: str | os.PathLike, map_location: str | torch.device = 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise missing_weights(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -178,7 +179,7 @@ def read_state_dict(path: str | os.PathLike,
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise missing_weights(path)
     if path.suffix == ".params":
         converted = mxnet_to_resnet38(read_mxnet_params(path))
         return {k: torch.from_numpy(v).to(map_location) for k, v in converted.items()}

@@ -73,6 +73,12 @@ def read_list(name_or_path: str | os.PathLike, voc12_root: str | os.PathLike | N
     return read_id_list(resolve_list(name_or_path, voc12_root))
 
 
+def train_aug_ids(mask_ids: Iterable[str], train: Iterable[str], val: Iterable[str]) -> list[str]:
+    """The train_aug rule: ids with a ``SegmentationClassAug`` mask, plus VOC train, minus VOC val, sorted
+    (on the full SBD + VOC masks: 10,582 ids)."""
+    return sorted((set(mask_ids) | set(train)) - set(val))
+
+
 def make_voc_lists(voc12_root: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, list[str]]:
     """Write ``train.txt``, ``val.txt`` and ``train_aug.txt`` (bare ids) into ``out_dir``.
 
@@ -91,7 +97,7 @@ def make_voc_lists(voc12_root: str | os.PathLike, out_dir: str | os.PathLike) ->
     else:
         print(f"note: {aug_dir} not found; train_aug = train ({len(train)} ids)")
         aug = set()
-    lists = {"train": train, "val": val, "train_aug": sorted((aug | set(train)) - set(val))}
+    lists = {"train": train, "val": val, "train_aug": train_aug_ids(aug, train, val)}
     for name, ids in lists.items():
         write_id_list(Path(out_dir) / f"{name}.txt", ids)
     return lists
