@@ -19,15 +19,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from tool import cli
 from tool.cam import load_cams, save_cams
-from tool.cli import LIST_NAMES_HELP, str2bool
+from tool.cli import LIST_NAMES_HELP, make_parser, str2bool
 from tool.runner import RunSummary, run_per_image
 from voc12.lists import read_list
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--in_dir", required=True, type=str, help="folder of published <id>.npy CAM dicts")
     parser.add_argument("--out_dir", default="data/cams", type=str, help="folder for the <id>.npz CAM files")
     parser.add_argument("--legacy_npy", default=False, type=str2bool, nargs="?", const=True,
@@ -63,4 +63,4 @@ def main(args: argparse.Namespace) -> RunSummary:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()).exit_code)
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

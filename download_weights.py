@@ -32,8 +32,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from tool import cli
 from tool.checkpoint import load_checkpoint
-from tool.cli import str2bool
+from tool.cli import make_parser, str2bool
 
 BAIDU_WEIGHTS = "BaiduYun https://pan.baidu.com/s/1Y7K8o6FEIqdhAOTKgcA39g (access code: cvfg)"
 GDRIVE_DOWNLOAD = "https://drive.google.com/uc?export=download&id={}"
@@ -212,8 +213,7 @@ def _absolute(path: Path) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--list", action="store_true", help="print the table of published files and exit")
     parser.add_argument("--dest", default="netWeights",
                         help="weights folder (final models go to DEST/final_model)")
@@ -268,4 +268,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

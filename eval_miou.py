@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from tool.cli import VOC12_ROOT_HELP, add_id_list
+from tool import cli
+from tool.cli import VOC12_ROOT_HELP, add_id_list, make_parser
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import PRED_255_MODES, confusion_matrix, scores_from_confusion, seed_scores_from_confusion
 from voc12.lists import read_list
@@ -95,8 +97,7 @@ def format_table(result: dict) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--pred_dir", required=True, help="folder of <id>.png label maps to score")
     parser.add_argument("--gt_dir", default=None,
                         help="folder of ground-truth <id>.png (default: <voc12_root>/SegmentationClass)")
@@ -129,4 +130,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

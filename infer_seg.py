@@ -25,8 +25,9 @@ import numpy as np
 
 from eval_miou import evaluate, format_table
 from network.deeplab import ARCHITECTURES, build_seg_net
+from tool import cli
 from tool.checkpoint import load_checkpoint
-from tool.cli import default_device, str2bool
+from tool.cli import DEVICE_HELP, default_device, make_parser, str2bool
 from tool.crf import SEG_CRF, dense_crf
 from tool.dist import add_gpus_argument, launch, process_group
 from tool.label_io import atomic_path, read_image, save_label_png
@@ -39,8 +40,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Stage 4: segmentation network inference (+ CRF, + scores).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--weights", required=True, type=str, help="a train_seg.py checkpoint ({session_name}.pth)")
     p.add_argument("--arch", default="deeplabv2_resnet101", choices=ARCHITECTURES, help="network of --weights")
     p.add_argument("--backbone_width", default=1.0, type=float, help="ResNet-38 width (deeplabv2_resnet38)")
@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt_dir", default=None, type=str,
                    help="ground-truth <id>.png for the scores (default VOC12_ROOT/SegmentationClass if it "
                         "exists); 'none': no scores")
-    p.add_argument("--device", default=default_device(), type=str)
+    p.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     p.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
     p.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
     return add_gpus_argument(p)
@@ -133,4 +133,4 @@ def main(args: argparse.Namespace) -> RunSummary:
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    sys.exit(launch(main, args, args.gpus, args.device))
+    sys.exit(cli.run(lambda: launch(main, args, args.gpus, args.device)))

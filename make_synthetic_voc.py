@@ -10,16 +10,18 @@ is disjoint from both (held-out scores: the classifier's mAP, the segmentation n
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from tqdm import tqdm
 
+from tool import cli
+from tool.cli import make_parser
 from voc12.synthetic import generate_sample, image_id, write_lists, write_sample
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--out", required=True, help="dataset root to write (VOC2012 layout)")
     parser.add_argument("--num_train", type=int, default=100, help="images in the train list")
     parser.add_argument("--num_train_aug", type=int, default=None,
@@ -48,4 +50,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

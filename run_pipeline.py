@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-from tool.cli import default_device
+from tool import cli
+from tool.cli import DEVICE_HELP, default_device, make_parser
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import confusion_matrix, grid_label, scores_from_confusion
 from voc12.data import JITTER
@@ -540,11 +541,12 @@ def print_seg_table(summary: dict) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--work_dir", default="data/demo", help="everything the run writes goes here")
     parser.add_argument("--voc12_root", default=None,
                         help="a real VOC2012 root (default: generate a synthetic one under --work_dir)")
-    parser.add_argument("--supervision", default="all", choices=(*SUPERVISIONS, "all"))
+    parser.add_argument("--supervision", default="all", choices=(*SUPERVISIONS, "all"),
+                        help="kind of weak annotation to run, or all four")
     parser.add_argument("--quick", action="store_true", help="tiny dataset and short schedules (CI)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run")
     parser.add_argument("--redo", nargs="*", default=[], choices=STAGES,
@@ -558,8 +560,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_workers", default=0, type=int, help="DataLoader workers")
     parser.add_argument("--jobs", default=None, type=int,
                         help="processes for the per-image stages (default: CPU cores on CPU, 1 on CUDA)")
-    parser.add_argument("--device", default=default_device(), type=str)
-    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
+    parser.add_argument("--seed", default=0, type=int,
+                        help="seed of the generated dataset and of every stage (integer)")
     return parser
 
 
@@ -621,4 +624,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

@@ -28,6 +28,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DEVICE_HELP = "torch device: cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu)"
 VOC12_ROOT_HELP = "the VOC2012 folder (JPEGImages/, Annotations/, SegmentationClass/, ...)"
 LIST_NAMES_HELP = ("a path, or a name (train_aug.txt, train.txt, val.txt, test.txt) looked up in "
                    "<voc12_root>/ImageSets/Segmentation/, then in the shipped voc12/")

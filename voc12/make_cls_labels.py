@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from tool import cli
+from tool.cli import make_parser
 from tool.label_io import atomic_path, load_npz, save_npz
 from voc12.annotations import image_label_from_xml
 from voc12.lists import read_list
@@ -101,7 +104,7 @@ def image_labels(voc12_root: str | os.PathLike, ids: Sequence[str],
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Build image-level labels from VOC XML annotations.")
+    parser = make_parser("Build image-level labels from VOC XML annotations.")
     parser.add_argument("--voc12_root", required=True, type=str,
                         help="the VOC2012 folder (JPEGImages/, Annotations/, SegmentationClass/, ...)")
     parser.add_argument("--train_list", "--list", default="train_aug.txt", type=str,
@@ -122,4 +125,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))
