@@ -44,15 +44,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> RunSummary:
     if not args.legacy_npy:
-        raise SystemExit("convert_cams.py reads pickled .npy files, which can run code when loaded: pass "
-                         "--legacy_npy to confirm that the files come from a source you trust")
+        raise cli.UserError("convert_cams.py reads pickled .npy files, which can run code when loaded: pass "
+                            "--legacy_npy to confirm that the files come from a source you trust")
     in_dir, out_dir = Path(args.in_dir), Path(args.out_dir)
     if not in_dir.is_dir():
-        raise SystemExit(f"--in_dir not found: {in_dir}")
+        raise cli.UserError(f"--in_dir not found: {in_dir}")
     ids = (read_list(args.infer_list, args.voc12_root) if args.infer_list
            else sorted(p.stem for p in in_dir.glob("*.npy")))
     if not ids:
-        raise SystemExit(f"--in_dir {in_dir}: no .npy files")
+        raise cli.UserError(f"--in_dir {in_dir}: no .npy files")
 
     def process(image_id: str) -> None:
         classes, cams = load_cams(in_dir / f"{image_id}.npy", legacy_npy=True)

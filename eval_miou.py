@@ -116,7 +116,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     if args.gt_dir is None and args.voc12_root is None:
-        raise SystemExit("give --gt_dir or --voc12_root")
+        raise cli.UserError("give --gt_dir or --voc12_root")
     gt_dir = Path(args.gt_dir) if args.gt_dir else Path(args.voc12_root) / "SegmentationClass"
     root = Path(args.voc12_root) if args.voc12_root else gt_dir.parent
     ids = read_list(args.list, root)

@@ -113,7 +113,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def annotation_kind(args: argparse.Namespace) -> str:
     given = [k for k, v in (("box", args.box), ("scribble", args.scribble), ("point", args.point)) if v]
     if len(given) != 1:
-        raise SystemExit("give one kind of annotation: --box (repeatable), --scribble or --point (repeatable)")
+        raise cli.UserError("give one kind of annotation: --box (repeatable), --scribble or --point (repeatable)")
     return given[0]
 
 
@@ -142,7 +142,7 @@ def clip_boxes(boxes: list[Box], hw: tuple[int, int]) -> list[Box]:
     clipped = [Box(b.cls, max(0, b.x0), max(0, b.y0), min(w - 1, b.x1), min(h - 1, b.y1)) for b in boxes]
     empty = [b for b in clipped if b.x1 < b.x0 or b.y1 < b.y0]
     if empty:
-        raise SystemExit(f"--box outside the {w}x{h} image: {empty}")
+        raise cli.UserError(f"--box outside the {w}x{h} image: {empty}")
     return clipped
 
 
@@ -189,8 +189,8 @@ def main(args: argparse.Namespace) -> np.ndarray:
     original = read_image(image_path)
     scribble = read_label_png(args.scribble) if args.scribble else None
     if scribble is not None and scribble.shape != original.shape[:2]:
-        raise SystemExit(f"--scribble {args.scribble}: {scribble.shape} is not the image's size "
-                         f"{original.shape[:2]}")
+        raise cli.UserError(f"--scribble {args.scribble}: {scribble.shape} is not the image's size "
+                            f"{original.shape[:2]}")
     rgb, boxes, points, scribble = scaled(args, original, scribble)
     boxes = clip_boxes(boxes, rgb.shape[:2])
     seeds, rw = seed_label(args, kind, rgb, boxes, points, scribble, device)

@@ -96,7 +96,7 @@ def score(folders: list[Path], gt_dir: Path, ids: list[str]) -> dict[str, dict]:
 
 def main(args: argparse.Namespace) -> RunSummary:
     if args.voc12_root is None and args.image_dir is None:
-        raise SystemExit("infer_seg.py: pass --voc12_root (with --infer_list) or --image_dir")
+        raise cli.UserError("infer_seg.py: pass --voc12_root (with --infer_list) or --image_dir")
     # first, so that every worker reaches the rendezvous even if a later step fails in one of them
     with process_group(args.device) as device:  # cuda:LOCAL_RANK for each of several workers
         image_dir = Path(args.image_dir) if args.image_dir else Path(args.voc12_root) / "JPEGImages"

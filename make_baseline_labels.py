@@ -64,7 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     if args.method == "seeds" and args.seed_dir is None:
-        raise SystemExit("--method seeds needs --seed_dir")
+        raise cli.UserError("--method seeds needs --seed_dir")
     root, out_dir = Path(args.voc12_root), Path(args.out_dir)
     seed_dir = Path(args.seed_dir) if args.seed_dir else None
     ids = read_list(args.infer_list, root)

@@ -37,9 +37,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     num_aug = args.num_train if args.num_train_aug is None else args.num_train_aug
     if min(args.num_train, args.num_val, num_aug) < 0:
-        raise SystemExit("--num_train, --num_train_aug and --num_val must be >= 0")
+        raise cli.UserError("--num_train, --num_train_aug and --num_val must be >= 0")
     if num_aug < args.num_train:
-        raise SystemExit(f"--num_train_aug {num_aug} < --num_train {args.num_train}: train_aug holds train")
+        raise cli.UserError(f"--num_train_aug {num_aug} < --num_train {args.num_train}: train_aug holds train")
     start = time.time()
     ids = [image_id(i) for i in range(num_aug + args.num_val)]
     for index, name in enumerate(tqdm(ids, desc="synthetic VOC", dynamic_ncols=True)):

@@ -269,7 +269,7 @@ class Pipeline:
     def data(self) -> None:
         if not self.synthetic:
             if not (self.root / "JPEGImages").is_dir():
-                raise SystemExit(f"--voc12_root {self.root}: no JPEGImages folder (expected a VOC2012 root)")
+                raise cli.UserError(f"--voc12_root {self.root}: no JPEGImages folder (expected a VOC2012 root)")
             return
         if (self.root / "ImageSets" / "Segmentation" / "val.txt").is_file() and not self.redo("data"):
             print(f"dataset exists: {self.root}")
@@ -287,9 +287,9 @@ class Pipeline:
             return
         p = self.plan
         if plan_name(self.args) == "voc" and not self.args.cam_weights:
-            raise SystemExit("--voc12_root: pass --cam_weights (the ImageNet ResNet-38 .params file, see "
-                             f"download_weights.py) or put a trained classifier at {ckpt}; a ResNet-38 trained "
-                             "from scratch is not the paper's setting (--quick runs a smoke test without it)")
+            raise cli.UserError("--voc12_root: pass --cam_weights (the ImageNet ResNet-38 .params file, see "
+                                f"download_weights.py) or put a trained classifier at {ckpt}; a ResNet-38 trained "
+                                "from scratch is not the paper's setting (--quick runs a smoke test without it)")
         weights = self.args.cam_weights or "none"
         # from scratch (no ImageNet file) needs a real momentum; with weights, the published 5e-4 quirk
         momentum = 0.9 if weights == "none" else 5e-4

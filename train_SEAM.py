@@ -103,8 +103,8 @@ def seam_objective(model: nn.Module, batch: dict, epoch: int, cls_only_epochs: i
 def main(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train; return the per-epoch mean losses (averaged over processes) of the epochs run."""
     if args.cls_only_epochs + args.pcm_only_epochs > args.max_epoches:
-        raise SystemExit(f"--cls_only_epochs {args.cls_only_epochs} + --pcm_only_epochs {args.pcm_only_epochs} "
-                         f"exceed --max_epoches {args.max_epoches}")
+        raise cli.UserError(f"--cls_only_epochs {args.cls_only_epochs} + --pcm_only_epochs {args.pcm_only_epochs} "
+                            f"exceed --max_epoches {args.max_epoches}")
     with process_group(args.device) as device:
         torch.manual_seed(args.seed + get_rank())  # DDP copies rank 0's initial weights
         ids = read_list(args.train_list, args.voc12_root)

@@ -87,7 +87,7 @@ def parse_columns(specs: Sequence[str]) -> list[tuple[str, Path]]:
     for spec in specs:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
-            raise SystemExit(f"--columns expects name=dir entries, got {spec!r}")
+            raise cli.UserError(f"--columns expects name=dir entries, got {spec!r}")
         columns.append((name, Path(folder)))
     return columns
 
@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> None:
         wanted = [i.strip() for i in args.ids.split(",") if i.strip()]
         unknown = sorted(set(wanted) - set(ids))
         if unknown:
-            raise SystemExit(f"--ids not in --list {args.list}: {', '.join(unknown[:5])}")
+            raise cli.UserError(f"--ids not in --list {args.list}: {', '.join(unknown[:5])}")
         ids = wanted
     else:
         ids = ids[:args.first]

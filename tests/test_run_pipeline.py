@@ -10,6 +10,7 @@ import pytest
 
 import make_synthetic_voc
 import run_pipeline
+from tool import cli
 from tool.label_io import read_label_png
 
 
@@ -59,7 +60,7 @@ def test_voc_root_without_classifier_weights_is_refused(tmp_path):
         ["--voc12_root", str(tmp_path / "VOC2012"), "--work_dir", str(tmp_path / "work"), "--stages", "data",
          "cam_train", "--device", "cpu"])
     assert run_pipeline.plan_name(args) == "voc" and run_pipeline.PLANS["voc"].width == 1.0
-    with pytest.raises(SystemExit, match="--cam_weights"):
+    with pytest.raises(cli.UserError, match="--cam_weights"):
         run_pipeline.main(args)
 
 
