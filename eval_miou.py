@@ -32,8 +32,8 @@ def missing_files(folder: Path, ids: Sequence[str], flag: str) -> None:
     missing = [i for i in ids if not (folder / f"{i}.png").is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise FileNotFoundError(f"{flag} {folder}: {len(missing)} of {len(ids)} label maps missing "
-                                f"(<id>.png): {shown}")
+        raise cli.MissingFileError(f"{flag} {folder}: {len(missing)} of {len(ids)} label maps missing "
+                                   f"(<id>.png): {shown}")
 
 
 def evaluate(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, ids: Sequence[str],

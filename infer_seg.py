@@ -70,7 +70,7 @@ def image_ids(args: argparse.Namespace, image_dir: Path) -> list[str]:
     if args.infer_list is None and args.image_dir is not None:
         ids = sorted(p.stem for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not ids:
-            raise FileNotFoundError(f"--image_dir {image_dir}: no .jpg / .png images")
+            raise cli.MissingFileError(f"--image_dir {image_dir}: no .jpg / .png images")
         return ids
     return read_list(args.infer_list or "val.txt", args.voc12_root)
 
@@ -79,7 +79,7 @@ def find_image(image_dir: Path, image_id: str) -> Path:
     for suffix in IMAGE_SUFFIXES:
         if (image_dir / f"{image_id}{suffix}").is_file():
             return image_dir / f"{image_id}{suffix}"
-    raise FileNotFoundError(f"image not found: {image_dir / image_id}.jpg (or .png)")
+    raise cli.MissingFileError(f"image not found: {image_dir / image_id}.jpg (or .png)")
 
 
 def score(folders: list[Path], gt_dir: Path, ids: list[str]) -> dict[str, dict]:
@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> RunSummary:
         gt_dir = None if (args.gt_dir or "").lower() == "none" or not (args.gt_dir or args.voc12_root) else Path(
             args.gt_dir or Path(args.voc12_root) / "SegmentationClass")
         if args.gt_dir and gt_dir is not None and not gt_dir.is_dir():
-            raise FileNotFoundError(f"--gt_dir not found: {gt_dir}")
+            raise cli.MissingFileError(f"--gt_dir not found: {gt_dir}")
         net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
         load_checkpoint(net, args.weights, strict=True)
         net.eval().to(device)

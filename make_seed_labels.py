@@ -92,8 +92,8 @@ def main(args: argparse.Namespace) -> RunSummary:
     out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(args)
     if needs_cam_seeds(args):
         if not Path(args.cam_seed_dir).is_dir():
-            raise FileNotFoundError(f"--cam_seed_dir not found: {args.cam_seed_dir} (--type {args.type} needs "
-                                    "the confident CAM seeds: the --crf folder of infer_SEAM.py)")
+            raise cli.MissingFileError(f"--cam_seed_dir not found: {args.cam_seed_dir} (--type {args.type} needs "
+                                       "the confident CAM seeds: the --crf folder of infer_SEAM.py)")
     ids = read_list(args.infer_list, args.voc12_root)
 
     def cam_seed(image_id: str, hw: tuple[int, int]) -> np.ndarray:

@@ -94,7 +94,7 @@ def init_weights(model: nn.Module, weights: str) -> None:
         print("--weights none: random initialization")
         return
     if not Path(weights).is_file():
-        raise FileNotFoundError(f"--weights file not found: {weights} (or pass --weights none)")
+        raise cli.MissingFileError(f"--weights file not found: {weights} (or pass --weights none)")
     keys = set(read_state_dict(weights))
     full = all(k in keys for k in model.state_dict() if not k.endswith("num_batches_tracked"))
     load_checkpoint(model, weights, strict=full)

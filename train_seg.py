@@ -92,15 +92,15 @@ def load_backbone(net: SegNet, path: str | os.PathLike) -> None:
     """
     if not Path(path).is_file():
         hint = "" if net.classifier_keys else f" (torchvision's ImageNet file: {TORCHVISION_URL}{Path(path).name})"
-        raise FileNotFoundError(f"--backbone_weights not found: {path}{hint}; or pass --backbone_weights none")
+        raise cli.MissingFileError(f"--backbone_weights not found: {path}{hint}; or pass --backbone_weights none")
     report = load_checkpoint(net.backbone, path, strict=False)
     unfilled = report.missing + report.reshaped
     if not net.classifier_keys:
         unfilled += [k for k in report.unexpected if not (k.startswith("fc.") or k.endswith("num_batches_tracked"))]
     if unfilled:
-        raise ValueError(f"--backbone_weights {path}: not a {net.backbone_name} file for this network: "
-                         f"{len(unfilled)} tensors missing, extra or of another shape (wrong file or "
-                         f"--backbone_width?), e.g. {unfilled[:4]}")
+        raise cli.WrongFileError(f"--backbone_weights {path}: not a {net.backbone_name} file for this network: "
+                                 f"{len(unfilled)} tensors missing, extra or of another shape (wrong file or "
+                                 f"--backbone_width?), e.g. {unfilled[:4]}")
 
 
 def seg_objective(model: nn.Module, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

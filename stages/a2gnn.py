@@ -16,7 +16,7 @@ import torch
 from tool.box_labels import box_class_mask
 from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
-from tool.cli import DEVICE_HELP, add_id_list, add_voc12_root, default_device, str2bool
+from tool.cli import DEVICE_HELP, BadValueError, add_id_list, add_voc12_root, default_device, str2bool
 from tool.crf import A2GNN_CRF, dense_crf
 from tool.dist import add_gpus_argument, process_group
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
@@ -98,7 +98,7 @@ class A2GNNJob:
             hidden=args.hidden, dropout=args.dropout, num_class=args.num_class, rw=rw, seed=args.seed,
             amp=args.amp, **({k: getattr(args, k) for k in ("alpha", "beta", "logt", "rw_weight")} if rw else {}))
         if rw and not getattr(args, "cam_dir", None):
-            raise ValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
+            raise BadValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
         self.box_dir = Path(args.BoxXmlpath or self.root / "Annotations") if schedule == "box" else None
         self.box_constraint = getattr(args, "box_constraint", False)
         self.results: dict[str, tuple[np.ndarray, np.ndarray, list | None] | Exception] = {}

@@ -58,6 +58,10 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named (or its default path) does not exist; still a ``FileNotFoundError``."""
 
 
+class BadValueError(UserError, ValueError):
+    """A flag value that cannot work (with the other flags, or on this machine); still a ``ValueError``."""
+
+
 class WrongFileError(UserError, ValueError):
     """A file of the wrong kind: corrupt, another format, or not fitting the network or the flag; still a
     ``ValueError``, so per-image loops count it as that image's failure."""

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from tool import dist as tdist
 from tool.checkpoint import save_checkpoint
-from tool.cli import str2bool
+from tool.cli import BadValueError, MissingFileError, WrongFileError, str2bool
 from tool.label_io import atomic_path
 from tool.optim import OPTIMIZERS, build_optimizer
 
@@ -93,8 +93,8 @@ def check_settings(path: Path, saved: Mapping[str, Any], current: Mapping[str, A
         def flag(name: str) -> str:
             return "torchrun processes" if name == PROCESSES else f"--{name}"
         details = "; ".join(f"{flag(n)} was {saved.get(n)!r}, now {current.get(n)!r}" for n in differ)
-        raise ValueError(f"--resume True: {path} was saved with other settings ({details}). Resume with the "
-                         "saved values, or start a new run (another --session_name, or --resume False)")
+        raise WrongFileError(f"--resume True: {path} was saved with other settings ({details}). Resume with the "
+                             "saved values, or start a new run (another --session_name, or --resume False)")
 
 
 def save_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
@@ -114,25 +114,25 @@ def load_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.
                         settings: Mapping[str, Any], scaler: torch.amp.GradScaler | None = None) -> int:
     """Restore a :func:`save_training_state` file after checking its settings; return the epochs done."""
     if not path.is_file():
-        raise FileNotFoundError(f"--resume True: training state not found: {path} (it is written after "
-                                "the first epoch; check --save_dir and --session_name)")
+        raise MissingFileError(f"--resume True: training state not found: {path} (it is written after "
+                               "the first epoch; check --save_dir and --session_name)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - a truncated or foreign file; never retry with unpickling
-        raise ValueError(f"--resume True: {path} is not a readable training state (truncated or not a "
-                         f"PyTorch file): {type(err).__name__}") from None
+        raise WrongFileError(f"--resume True: {path} is not a readable training state (truncated or not a "
+                             f"PyTorch file): {type(err).__name__}") from None
     missing = [k for k in STATE_KEYS if not isinstance(state, Mapping) or k not in state]
     if missing:
-        raise ValueError(f"--resume True: {path} is not a training-state file of this version (missing "
-                         f"{missing}); start a new run with --resume False")
+        raise WrongFileError(f"--resume True: {path} is not a training-state file of this version (missing "
+                             f"{missing}); start a new run with --resume False")
     check_settings(path, state["settings"], settings)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     if optimizer.global_step != state["step"]:
-        raise ValueError(f"--resume True: {path}: optimizer step {optimizer.global_step} != saved step "
-                         f"{state['step']}")
+        raise WrongFileError(f"--resume True: {path}: optimizer step {optimizer.global_step} != saved step "
+                             f"{state['step']}")
     return int(state["epoch"])
 
 
@@ -141,7 +141,7 @@ class TrainingLog:
 
     def __init__(self, path: Path, every: int, enabled: bool):
         if every <= 0:
-            raise ValueError(f"--log_every must be positive, got {every}")
+            raise BadValueError(f"--log_every must be positive, got {every}")
         self.path, self.every, self.enabled = path, every, enabled
         self.sums: dict[str, float] = {}
         self.count, self.since = 0, time.time()
@@ -218,8 +218,8 @@ def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
     by ``(args.seed, epoch)``, incomplete last batch dropped) for one or many processes."""
     rank, world = tdist.get_rank(), tdist.get_world_size()
     if args.batch_size % world:
-        raise ValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes "
-                         "(one per GPU: --gpus, or torchrun's --nproc_per_node, sets their number)")
+        raise BadValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes "
+                            "(one per GPU: --gpus, or torchrun's --nproc_per_node, sets their number)")
     if len(dataset) < args.batch_size:
         raise ValueError(f"the training list has {len(dataset)} images, fewer than --batch_size {args.batch_size}")
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
@@ -245,7 +245,7 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
     rank, world = tdist.get_rank(), tdist.get_world_size()
     main_process = tdist.is_main_process()
     if amp and device.type != "cuda":
-        raise ValueError(f"--amp True needs a CUDA device, got --device {device}")
+        raise BadValueError(f"--amp True needs a CUDA device, got --device {device}")
     sampler, loader = make_loader(dataset, args, device)
     per_rank, steps_per_epoch = args.batch_size // world, len(dataset) // args.batch_size
     if max_steps is None:

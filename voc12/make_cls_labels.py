@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tool import cli
-from tool.cli import make_parser
+from tool.cli import MissingFileError, WrongFileError, make_parser
 from tool.label_io import atomic_path, load_npz, save_npz
 from voc12.annotations import image_label_from_xml
 from voc12.lists import read_list
@@ -67,13 +67,13 @@ def load_cls_labels(path: str | os.PathLike, legacy_npy: bool = False) -> dict[s
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"class label file not found: {path}")
+        raise MissingFileError(f"class label file not found: {path}")
     if path.suffix == ".npy":
         if not legacy_npy:
-            raise ValueError(f"--cls_labels {path}: .npy class labels are pickled and are not loaded "
-                             "(unpickling runs code from the file); build an .npz from the XML files with "
-                             "'python -m voc12.make_cls_labels --voc12_root ROOT --list LIST --out "
-                             "cls_labels.npz', or leave --cls_labels out to read the XML files")
+            raise WrongFileError(f"--cls_labels {path}: .npy class labels are pickled and are not loaded "
+                                 "(unpickling runs code from the file); build an .npz from the XML files with "
+                                 "'python -m voc12.make_cls_labels --voc12_root ROOT --list LIST --out "
+                                 "cls_labels.npz', or leave --cls_labels out to read the XML files")
         raw = np.load(path, allow_pickle=True).item()  # trusted legacy file only (see docstring)
         pairs = [(_legacy_id(k), v) for k, v in raw.items()]
     elif path.suffix == ".json":
@@ -99,7 +99,7 @@ def image_labels(voc12_root: str | os.PathLike, ids: Sequence[str],
     labels = load_cls_labels(cls_labels_path, legacy_npy=legacy_npy)
     missing = [i for i in ids if i not in labels]
     if missing:
-        raise KeyError(f"{cls_labels_path}: no label for {len(missing)} ids, e.g. {missing[:5]}")
+        raise WrongFileError(f"{cls_labels_path}: no label for {len(missing)} ids, e.g. {missing[:5]}")
     return {i: labels[i] for i in ids}
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from tool.cli import MissingFileError, WrongFileError
+from tool.cli import MissingFileError, UserError, WrongFileError
 from tool.label_io import probe_output_dir, read_label_png, remove_stale_temporaries
 from voc12.annotations import image_label_from_xml
 from voc12.make_cls_labels import load_cls_labels
@@ -49,6 +49,8 @@ class BadFilesError(WrongFileError):
 
 def _reason(err: Exception) -> str:
     text = str(err)
+    if isinstance(err, UserError):  # its message already says what is wrong
+        return text
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
