@@ -31,10 +31,11 @@ from tool import dist as tdist
 from tool.checkpoint import load_checkpoint
 from tool.cli import DEVICE_HELP, add_voc12_root, default_device, make_parser, str2bool
 from tool.segmentation import segmentation_loss
-from tool.trainer import add_training_args, train
+from tool.trainer import add_training_args, run_files, train
 from voc12 import NUM_CLASSES
 from voc12.data import SegTrainDataset
 from voc12.lists import read_list
+from voc12.preflight import preflight_training
 
 # flags whose change alters the result: a resume must repeat them (tool/trainer.py)
 SETTINGS = ("arch", "backbone_width", "backbone_weights", "train_list", "label_dir", "crop_size", "scale_range",
@@ -115,6 +116,9 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
         if args.backbone_weights is None:
             args.backbone_weights = default_backbone_weights(args.arch)
         ids = read_list(args.train_list, args.voc12_root)
+        # every image and label map checked before step 1 (a colour PNG as a label names itself, not a worker)
+        ids = preflight_training(ids, args.voc12_root, run_files(args), args.skip_bad, label_dir=args.label_dir,
+                                 verbose=tdist.is_main_process())
         dataset = SegTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size,
                                   scale_range=tuple(args.scale_range))
         torch.manual_seed(args.seed)

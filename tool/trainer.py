@@ -221,7 +221,8 @@ def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
         raise BadValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes "
                             "(one per GPU: --gpus, or torchrun's --nproc_per_node, sets their number)")
     if len(dataset) < args.batch_size:
-        raise ValueError(f"the training list has {len(dataset)} images, fewer than --batch_size {args.batch_size}")
+        raise BadValueError(f"the training list has {len(dataset)} images, fewer than --batch_size "
+                            f"{args.batch_size}; pass a smaller --batch_size")
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
                                  drop_last=True)
     loader = DataLoader(dataset, batch_size=args.batch_size // world, sampler=sampler,
