@@ -106,6 +106,7 @@ BAD_INVOCATIONS = [
     ("infer_image.py --image {d}/missing.jpg --box 1,1,4,4,dog --out {d}/mask.png --device cpu", "image not found"),
     ("run_pipeline.py --voc12_root {d}/missing --work_dir {d}/work --device cpu", "no JPEGImages folder"),
     ("-m voc12.make_cls_labels --voc12_root {d}/missing --out {d}/labels.npz", "annotation file not found"),
+    ("run_pipeline.py --work_dir {d}/work --set cam_epoch=2", "unknown key 'cam_epoch'"),
 ]
 
 
