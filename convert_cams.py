@@ -19,15 +19,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from tool import cli
 from tool.cam import load_cams, save_cams
-from tool.cli import LIST_NAMES_HELP, str2bool
+from tool.cli import LIST_NAMES_HELP, make_parser, str2bool
 from tool.runner import RunSummary, run_per_image
 from voc12.lists import read_list
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--in_dir", required=True, type=str, help="folder of published <id>.npy CAM dicts")
     parser.add_argument("--out_dir", default="data/cams", type=str, help="folder for the <id>.npz CAM files")
     parser.add_argument("--legacy_npy", default=False, type=str2bool, nargs="?", const=True,
@@ -44,15 +44,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> RunSummary:
     if not args.legacy_npy:
-        raise SystemExit("convert_cams.py reads pickled .npy files, which can run code when loaded: pass "
-                         "--legacy_npy to confirm that the files come from a source you trust")
+        raise cli.UserError("convert_cams.py reads pickled .npy files, which can run code when loaded: pass "
+                            "--legacy_npy to confirm that the files come from a source you trust")
     in_dir, out_dir = Path(args.in_dir), Path(args.out_dir)
     if not in_dir.is_dir():
-        raise SystemExit(f"--in_dir not found: {in_dir}")
+        raise cli.UserError(f"--in_dir not found: {in_dir}")
     ids = (read_list(args.infer_list, args.voc12_root) if args.infer_list
            else sorted(p.stem for p in in_dir.glob("*.npy")))
     if not ids:
-        raise SystemExit(f"--in_dir {in_dir}: no .npy files")
+        raise cli.UserError(f"--in_dir {in_dir}: no .npy files")
 
     def process(image_id: str) -> None:
         classes, cams = load_cams(in_dir / f"{image_id}.npy", legacy_npy=True)
@@ -63,4 +63,4 @@ def main(args: argparse.Namespace) -> RunSummary:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()).exit_code)
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from tool import cli
 from tool.checkpoint import load_checkpoint
-from tool.cli import add_id_list, add_voc12_root, default_device
+from tool.cli import DEVICE_HELP, add_id_list, add_voc12_root, default_device, make_parser
 from tool.label_io import atomic_path
 from tool.metrics import average_precision
 from tool.transforms import normalize, to_chw_tensor
@@ -31,16 +33,17 @@ from vocabulary import CAT_LIST
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--weights", default="netWeights/resnet38_SEAM.pth", type=str, help="SEAM checkpoint")
-    parser.add_argument("--network", default="network.resnet38_SEAM", type=str)
+    parser.add_argument("--network", default="network.resnet38_SEAM", type=str,
+                        help="module that defines Net, the classifier of --weights")
     parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone width of the checkpoint")
     add_voc12_root(parser)
     add_id_list(parser, "--list", what="held-out images to score (e.g. val.txt)", required=True)
     parser.add_argument("--cls_labels", default=None, type=str,
                         help="image labels (.npz of voc12/make_cls_labels.py); default: read the XML files")
     parser.add_argument("--out", default=None, type=str, help="also write the scores as JSON here")
-    parser.add_argument("--device", default=default_device(), type=str)
+    parser.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     return parser
 
 
@@ -79,4 +82,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from tool.cli import VOC12_ROOT_HELP, add_id_list
+from tool import cli
+from tool.cli import VOC12_ROOT_HELP, add_id_list, make_parser
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import PRED_255_MODES, confusion_matrix, scores_from_confusion, seed_scores_from_confusion
 from voc12.lists import read_list
@@ -30,8 +32,8 @@ def missing_files(folder: Path, ids: Sequence[str], flag: str) -> None:
     missing = [i for i in ids if not (folder / f"{i}.png").is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise FileNotFoundError(f"{flag} {folder}: {len(missing)} of {len(ids)} label maps missing "
-                                f"(<id>.png): {shown}")
+        raise cli.MissingFileError(f"{flag} {folder}: {len(missing)} of {len(ids)} label maps missing "
+                                   f"(<id>.png): {shown}")
 
 
 def evaluate(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, ids: Sequence[str],
@@ -95,8 +97,7 @@ def format_table(result: dict) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--pred_dir", required=True, help="folder of <id>.png label maps to score")
     parser.add_argument("--gt_dir", default=None,
                         help="folder of ground-truth <id>.png (default: <voc12_root>/SegmentationClass)")
@@ -115,7 +116,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     if args.gt_dir is None and args.voc12_root is None:
-        raise SystemExit("give --gt_dir or --voc12_root")
+        raise cli.UserError("give --gt_dir or --voc12_root")
     gt_dir = Path(args.gt_dir) if args.gt_dir else Path(args.voc12_root) / "SegmentationClass"
     root = Path(args.voc12_root) if args.voc12_root else gt_dir.parent
     ids = read_list(args.list, root)
@@ -129,4 +130,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

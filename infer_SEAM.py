@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from tool import cli
 from tool.cam import cam_label, multiscale_cam, save_cams, seeds_from_cams
 from tool.checkpoint import load_checkpoint
-from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
+from tool.cli import DEVICE_HELP, add_id_list, add_voc12_root, default_device, make_parser, str2bool
 from tool.dist import add_gpus_argument, launch, parse_shard, process_group, shard_ids
 from tool.label_io import save_label_png, save_npz
 from tool.runner import RunSummary, run_per_image
@@ -33,16 +34,19 @@ from voc12.preflight import find_bad_files, known_failures
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="SEAM CAMs, CRF labels and confident seeds (stage 1).")
-    parser.add_argument("--weights", default="netWeights/resnet38_SEAM.pth", type=str)
-    parser.add_argument("--network", default="network.resnet38_SEAM", type=str)
+    parser = make_parser(__doc__)
+    parser.add_argument("--weights", default="netWeights/resnet38_SEAM.pth", type=str,
+                        help="trained SEAM classifier (train_SEAM.py's <session_name>.pth)")
+    parser.add_argument("--network", default="network.resnet38_SEAM", type=str,
+                        help="module that defines Net, the classifier of --weights")
     parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone width of the checkpoint")
     add_id_list(parser, "--infer_list", what="images to write CAMs and seeds for")
     parser.add_argument("--num_workers", default=1, type=int, help="image loading processes")
     add_voc12_root(parser)
     parser.add_argument("--cls_labels", default=None, type=str,
                         help="image labels (.npz of voc12/make_cls_labels.py); default: read the XML files")
-    parser.add_argument("--scales", default=list(CAM_SCALES), type=float, nargs="+")
+    parser.add_argument("--scales", default=list(CAM_SCALES), type=float, nargs="+",
+                        help="image scale factors (1 = input size) whose CAMs are averaged, each with its flip")
     parser.add_argument("--low_alpha", default=4, type=float, help="background power of the low CRF")
     parser.add_argument("--high_alpha", default=24, type=float, help="background power of the high CRF")
     parser.add_argument("--sure_bg_score", default=0.8, type=float,
@@ -70,10 +74,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="folder of confident seed PNGs (the image-level seeds)")
     parser.add_argument("--ori_crf", default="data/Init_Label/SEAM_Image_Full", type=str,
                         help="folder of full (top 100%%) CRF label PNGs")
-    parser.add_argument("--device", default=default_device(), type=str)
+    parser.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     parser.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
     parser.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
-    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument("--seed", default=0, type=int, help="torch random seed (integer)")
     return add_gpus_argument(parser)
 
 
@@ -158,4 +162,4 @@ def main(args: argparse.Namespace) -> RunSummary:
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    sys.exit(launch(main, args, args.gpus, args.device))
+    sys.exit(cli.run(lambda: launch(main, args, args.gpus, args.device)))

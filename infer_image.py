@@ -21,6 +21,7 @@ on at that size and its label resized back (nearest neighbour), so any image siz
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,11 @@ import torch
 
 from network import resnet38_aff_gated, resnet38_SEAM
 from stages.a2gnn import SCRIPT_DEFAULTS
+from tool import cli
 from tool.box_labels import grabcut_box_masks
 from tool.cam import multiscale_cam, seeds_from_cams
 from tool.checkpoint import load_checkpoint
-from tool.cli import default_device
+from tool.cli import DEVICE_HELP, default_device, make_parser
 from tool.crf import A2GNN_CRF, dense_crf
 from tool.label_io import atomic_path, read_image, read_label_png, save_label_png
 from tool.overlay import overlay
@@ -75,7 +77,7 @@ def parse_point(text: str) -> Point:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--image", required=True, type=str, help="the image (any size, any PIL format)")
     parser.add_argument("--box", action="append", default=[], type=parse_box,
                         help='"x0,y0,x1,y1,class" (repeat for several boxes)')
@@ -103,7 +105,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, type=str, help="label PNG (default <image stem>_mask.png)")
     parser.add_argument("--overlay", default=None, type=str,
                         help="overlay picture (default <image stem>_overlay.png; 'none' for none)")
-    parser.add_argument("--device", default=default_device(), type=str)
+    parser.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     parser.add_argument("--seed", default=0, type=int, help="random seed of GrabCut and of the A2GNN training")
     return parser
 
@@ -111,7 +113,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def annotation_kind(args: argparse.Namespace) -> str:
     given = [k for k, v in (("box", args.box), ("scribble", args.scribble), ("point", args.point)) if v]
     if len(given) != 1:
-        raise SystemExit("give one kind of annotation: --box (repeatable), --scribble or --point (repeatable)")
+        raise cli.UserError("give one kind of annotation: --box (repeatable), --scribble or --point (repeatable)")
     return given[0]
 
 
@@ -140,7 +142,7 @@ def clip_boxes(boxes: list[Box], hw: tuple[int, int]) -> list[Box]:
     clipped = [Box(b.cls, max(0, b.x0), max(0, b.y0), min(w - 1, b.x1), min(h - 1, b.y1)) for b in boxes]
     empty = [b for b in clipped if b.x1 < b.x0 or b.y1 < b.y0]
     if empty:
-        raise SystemExit(f"--box outside the {w}x{h} image: {empty}")
+        raise cli.UserError(f"--box outside the {w}x{h} image: {empty}")
     return clipped
 
 
@@ -187,8 +189,8 @@ def main(args: argparse.Namespace) -> np.ndarray:
     original = read_image(image_path)
     scribble = read_label_png(args.scribble) if args.scribble else None
     if scribble is not None and scribble.shape != original.shape[:2]:
-        raise SystemExit(f"--scribble {args.scribble}: {scribble.shape} is not the image's size "
-                         f"{original.shape[:2]}")
+        raise cli.UserError(f"--scribble {args.scribble}: {scribble.shape} is not the image's size "
+                            f"{original.shape[:2]}")
     rgb, boxes, points, scribble = scaled(args, original, scribble)
     boxes = clip_boxes(boxes, rgb.shape[:2])
     seeds, rw = seed_label(args, kind, rgb, boxes, points, scribble, device)
@@ -226,4 +228,4 @@ def main(args: argparse.Namespace) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

@@ -25,8 +25,9 @@ import numpy as np
 
 from eval_miou import evaluate, format_table
 from network.deeplab import ARCHITECTURES, build_seg_net
+from tool import cli
 from tool.checkpoint import load_checkpoint
-from tool.cli import default_device, str2bool
+from tool.cli import DEVICE_HELP, default_device, make_parser, str2bool
 from tool.crf import SEG_CRF, dense_crf
 from tool.dist import add_gpus_argument, launch, process_group
 from tool.label_io import atomic_path, read_image, save_label_png
@@ -39,8 +40,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Stage 4: segmentation network inference (+ CRF, + scores).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--weights", required=True, type=str, help="a train_seg.py checkpoint ({session_name}.pth)")
     p.add_argument("--arch", default="deeplabv2_resnet101", choices=ARCHITECTURES, help="network of --weights")
     p.add_argument("--backbone_width", default=1.0, type=float, help="ResNet-38 width (deeplabv2_resnet38)")
@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt_dir", default=None, type=str,
                    help="ground-truth <id>.png for the scores (default VOC12_ROOT/SegmentationClass if it "
                         "exists); 'none': no scores")
-    p.add_argument("--device", default=default_device(), type=str)
+    p.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     p.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
     p.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
     return add_gpus_argument(p)
@@ -70,7 +70,7 @@ def image_ids(args: argparse.Namespace, image_dir: Path) -> list[str]:
     if args.infer_list is None and args.image_dir is not None:
         ids = sorted(p.stem for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not ids:
-            raise FileNotFoundError(f"--image_dir {image_dir}: no .jpg / .png images")
+            raise cli.MissingFileError(f"--image_dir {image_dir}: no .jpg / .png images")
         return ids
     return read_list(args.infer_list or "val.txt", args.voc12_root)
 
@@ -79,7 +79,7 @@ def find_image(image_dir: Path, image_id: str) -> Path:
     for suffix in IMAGE_SUFFIXES:
         if (image_dir / f"{image_id}{suffix}").is_file():
             return image_dir / f"{image_id}{suffix}"
-    raise FileNotFoundError(f"image not found: {image_dir / image_id}.jpg (or .png)")
+    raise cli.MissingFileError(f"image not found: {image_dir / image_id}.jpg (or .png)")
 
 
 def score(folders: list[Path], gt_dir: Path, ids: list[str]) -> dict[str, dict]:
@@ -96,7 +96,7 @@ def score(folders: list[Path], gt_dir: Path, ids: list[str]) -> dict[str, dict]:
 
 def main(args: argparse.Namespace) -> RunSummary:
     if args.voc12_root is None and args.image_dir is None:
-        raise SystemExit("infer_seg.py: pass --voc12_root (with --infer_list) or --image_dir")
+        raise cli.UserError("infer_seg.py: pass --voc12_root (with --infer_list) or --image_dir")
     # first, so that every worker reaches the rendezvous even if a later step fails in one of them
     with process_group(args.device) as device:  # cuda:LOCAL_RANK for each of several workers
         image_dir = Path(args.image_dir) if args.image_dir else Path(args.voc12_root) / "JPEGImages"
@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> RunSummary:
         gt_dir = None if (args.gt_dir or "").lower() == "none" or not (args.gt_dir or args.voc12_root) else Path(
             args.gt_dir or Path(args.voc12_root) / "SegmentationClass")
         if args.gt_dir and gt_dir is not None and not gt_dir.is_dir():
-            raise FileNotFoundError(f"--gt_dir not found: {gt_dir}")
+            raise cli.MissingFileError(f"--gt_dir not found: {gt_dir}")
         net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
         load_checkpoint(net, args.weights, strict=True)
         net.eval().to(device)
@@ -133,4 +133,4 @@ def main(args: argparse.Namespace) -> RunSummary:
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    sys.exit(launch(main, args, args.gpus, args.device))
+    sys.exit(cli.run(lambda: launch(main, args, args.gpus, args.device)))

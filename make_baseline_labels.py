@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tool import cli
 from tool.box_labels import box_fill_label, grabcut_label
-from tool.cli import add_id_list, add_voc12_root, str2bool
+from tool.cli import add_id_list, add_voc12_root, make_parser, str2bool
 from tool.label_io import read_image, read_label_png, save_label_png
 from tool.runner import run_per_image
 from voc12.annotations import read_boxes
@@ -47,9 +48,10 @@ def baseline_label(method: str, voc12_root: Path, image_id: str, seed_dir: Path 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", required=True, choices=METHODS)
+    parser = make_parser(__doc__)
+    parser.add_argument("--method", required=True, choices=METHODS,
+                        help="box_fill: each box filled with its class (smallest on top); grabcut: GrabCut in "
+                             "each box; seeds: the --seed_dir labels with 255 as background")
     add_voc12_root(parser)
     add_id_list(parser, "--infer_list", "--list", what="images to write baseline labels for")
     parser.add_argument("--out_dir", required=True, help="folder for the <id>.png label maps")
@@ -62,7 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     if args.method == "seeds" and args.seed_dir is None:
-        raise SystemExit("--method seeds needs --seed_dir")
+        raise cli.UserError("--method seeds needs --seed_dir")
     root, out_dir = Path(args.voc12_root), Path(args.out_dir)
     seed_dir = Path(args.seed_dir) if args.seed_dir else None
     ids = read_list(args.infer_list, root)
@@ -77,4 +79,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

@@ -12,12 +12,14 @@ superpixels keep the same pixel size on smaller or larger images.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from tool import cli
 from tool.box_labels import grabcut_box_masks
-from tool.cli import add_id_list, add_voc12_root, str2bool
+from tool.cli import add_id_list, add_voc12_root, make_parser, str2bool
 from tool.label_io import read_image, read_label_png, save_label_png
 from tool.runner import RunSummary, run_per_image
 from tool.seed_labels import (
@@ -45,7 +47,7 @@ def default_out_dir(args: argparse.Namespace) -> Path:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Merge weak annotations with CAM seeds (stage 1).")
+    parser = make_parser(__doc__)
     parser.add_argument("--type", required=True, choices=TYPES, help="kind of weak supervision")
     add_voc12_root(parser)
     add_id_list(parser, "--infer_list", "--list", what="images to write seeds for")
@@ -58,11 +60,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotation_dir", default=None, help="VOC XML (default <root>/Annotations)")
     parser.add_argument("--scribble_dir", default=None, help="scribble PNGs (default <root>/Scribbles)")
     parser.add_argument("--point_dir", default=None, help="point JSON files (default <root>/Points)")
-    parser.add_argument("--box_mode", default="cam_and_grabcut", choices=BOX_MODES)
-    parser.add_argument("--grabcut_iters", default=3, type=int)
+    parser.add_argument("--box_mode", default="cam_and_grabcut", choices=BOX_MODES,
+                        help="box seeds: GrabCut in each box, the CAM seeds inside the boxes, or their agreement")
+    parser.add_argument("--grabcut_iters", default=3, type=int, help="GrabCut iterations per box (count)")
     parser.add_argument("--grabcut_min_iou", default=0.15, type=float,
                         help="below this IoU with its box a GrabCut mask is replaced by the whole box")
-    parser.add_argument("--scribble_mode", default="superpixel", choices=SCRIBBLE_MODES)
+    parser.add_argument("--scribble_mode", default="superpixel", choices=SCRIBBLE_MODES,
+                        help="superpixel: strokes grown to their SLIC superpixels; override: strokes drawn over "
+                             "the CAM seeds")
     parser.add_argument("--n_segments", default=1000, type=int, help="SLIC segments at VOC size (500x375)")
     parser.add_argument("--compactness", default=10.0, type=float, help="SLIC compactness")
     parser.add_argument("--point_radius", default=6, type=int, help="disc radius around each click, pixels")
@@ -87,8 +92,8 @@ def main(args: argparse.Namespace) -> RunSummary:
     out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(args)
     if needs_cam_seeds(args):
         if not Path(args.cam_seed_dir).is_dir():
-            raise FileNotFoundError(f"--cam_seed_dir not found: {args.cam_seed_dir} (--type {args.type} needs "
-                                    "the confident CAM seeds: the --crf folder of infer_SEAM.py)")
+            raise cli.MissingFileError(f"--cam_seed_dir not found: {args.cam_seed_dir} (--type {args.type} needs "
+                                       "the confident CAM seeds: the --crf folder of infer_SEAM.py)")
     ids = read_list(args.infer_list, args.voc12_root)
 
     def cam_seed(image_id: str, hw: tuple[int, int]) -> np.ndarray:
@@ -125,4 +130,4 @@ def main(args: argparse.Namespace) -> RunSummary:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(get_args_parser().parse_args()).exit_code)
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

@@ -10,16 +10,18 @@ is disjoint from both (held-out scores: the classifier's mAP, the segmentation n
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from tqdm import tqdm
 
+from tool import cli
+from tool.cli import make_parser
 from voc12.synthetic import generate_sample, image_id, write_lists, write_sample
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--out", required=True, help="dataset root to write (VOC2012 layout)")
     parser.add_argument("--num_train", type=int, default=100, help="images in the train list")
     parser.add_argument("--num_train_aug", type=int, default=None,
@@ -35,9 +37,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     num_aug = args.num_train if args.num_train_aug is None else args.num_train_aug
     if min(args.num_train, args.num_val, num_aug) < 0:
-        raise SystemExit("--num_train, --num_train_aug and --num_val must be >= 0")
+        raise cli.UserError("--num_train, --num_train_aug and --num_val must be >= 0")
     if num_aug < args.num_train:
-        raise SystemExit(f"--num_train_aug {num_aug} < --num_train {args.num_train}: train_aug holds train")
+        raise cli.UserError(f"--num_train_aug {num_aug} < --num_train {args.num_train}: train_aug holds train")
     start = time.time()
     ids = [image_id(i) for i in range(num_aug + args.num_val)]
     for index, name in enumerate(tqdm(ids, desc="synthetic VOC", dynamic_ncols=True)):
@@ -48,4 +50,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

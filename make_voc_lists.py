@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from tool.cli import add_voc12_root
+from tool import cli
+from tool.cli import add_voc12_root, make_parser
 from voc12.lists import make_voc_lists
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = make_parser(__doc__)
     add_voc12_root(parser)
     parser.add_argument("--out_dir", required=True, help="folder for train.txt, val.txt, train_aug.txt")
     return parser
@@ -21,4 +23,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

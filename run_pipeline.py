@@ -6,9 +6,12 @@ schedules (width-1 ResNet-38 initialised from ``--cam_weights``; CAMs and seeds 
 and ``--infer_list`` together, pseudo labels and scores for ``--infer_list``). Every stage is the stage's own script
 called with its own arguments (each command is printed, so it can be rerun alone); a stage whose outputs
 exist is skipped, so an interrupted run continues where it stopped and ``--redo STAGE`` reruns one.
+Sizes and schedules come from a named plan of ``stages/plans.py`` (``--plan``); ``--set key=value`` changes
+one value. ``summary.json`` holds the scores (%, as printed), the plan as run, the code version and machine.
 
-    python run_pipeline.py --quick                   # CI size, a few minutes on 2 CPU cores
-    python run_pipeline.py                           # the default run reported in the README
+    python run_pipeline.py --quick                   # smoke test of the wiring, a few minutes on 2 CPU cores
+    python run_pipeline.py                           # the default run (docs/results.md)
+    python run_pipeline.py --set cam_epochs=6 --set seg.iters=50 --work_dir data/short
     python run_pipeline.py --supervision box --stages a2gnn evaluate
     python run_pipeline.py --voc12_root $VOC --cam_weights netWeights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 """
@@ -23,14 +26,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-from tool.cli import default_device
+import numpy as np
+
+from stages.plans import PLANS, SEG_PLANS, apply_overrides, default_plan_name, plan_record, provenance
+from tool import cli
+from tool.cli import DEVICE_HELP, default_device, make_parser
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import confusion_matrix, grid_label, scores_from_confusion
-from voc12.data import JITTER
 from voc12.lists import read_list, write_id_list
 
 REPO = Path(__file__).resolve().parent
@@ -42,100 +47,29 @@ PER_IMAGE_SCRIPTS = {"infer_SEAM", "make_seed_labels", "make_baseline_labels", "
 AFF_RADIUS = {"image": 3, "point": 3, "scribble": 4, "box": 4}  # algorithm.md §2.2
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Sizes and schedules of one run (the paper's schedules shortened for CPU; see the README)."""
-
-    num_train_aug: int  # generated data: train_aug (classifier and affinity nets) holds train (pseudo labels)
-    num_train: int
-    num_val: int  # held out: the classifier's mAP and the segmentation nets' scores
-    min_size: int
-    max_size: int
-    width: float  # backbone width of the classifier and the affinity nets
-    cam_epochs: int
-    cam_batch: int
-    cam_crop: int
-    cam_resize_long: tuple[int, int]
-    cam_lr: float
-    cam_optimizer: str
-    cam_cls_only_epochs: int  # classification loss alone first (from scratch), then every SEAM loss ...
-    cam_pcm_only_epochs: int  # ... then, for the last epochs, the PCM head alone (train_SEAM.py --pcm_only_epochs)
-    cam_scales: tuple[float, ...]
-    cam_sure_bg_score: float  # sure background seeds where (1 - max CAM)^24 exceeds it (infer_SEAM.py --sure_bg_score)
-    cam_sure_bg_quantile: float  # and at each image's lowest max-CAM pixels (--sure_bg_quantile; 0 = off)
-    jitter: tuple[float, float, float, float]  # colour jitter of stages 1 and 2 (brightness .. hue)
-    aff_epochs: int
-    aff_batch: int
-    aff_crop: int
-    aff_lr: float
-    box_epochs: int  # A2GNN epochs per phase (algorithm.md §3.5: 150 box, 50 others)
-    others_epochs: int
-    hidden: int
-    box_constraint: bool  # box pseudo labels keep to their boxes (train_infer_A2GNN_box.py --box_constraint)
+UNITS = "%"  # every score in summary.json is a percentage, as in the printed tables
+CHANCE_MARGIN = 1.0  # mIoU points: a ground-truth net within this of all-background is at chance
+SMOKE_TEST = ("smoke test of the wiring (plan 'quick': a few tiny images, a few steps per stage): its numbers "
+              "are not quality figures")
 
 
-# No colour jitter on the generated data: colour is what tells its classes apart (voc12/synthetic.py), and
-# jitter 0.3 cost the from-scratch classifier 7 points of val mAP after 279 steps (README).
-SYNTHETIC_JITTER = (0.0, 0.0, 0.0, 0.0)
-# Sure background where every CAM is below 0.05 instead of the published 0.009 ((1 - 0.009)^24 = 0.8): a
-# from-scratch classifier's CAMs are near zero on less of the background; and, in every image, its lowest 10 %
-# of max-CAM pixels (below 0.5): the CRF at alpha 24 leaves a third of the images without any background
-# seed otherwise (README: the background seed rule table of the seed-1 run).
-SYNTHETIC_SURE_BG = (1 - 0.05) ** 24
-PLANS = {
-    "default": Plan(num_train_aug=800, num_train=60, num_val=200, min_size=112, max_size=176, width=0.125,
-                    cam_epochs=12, cam_batch=16, cam_crop=128, cam_resize_long=(112, 176), cam_lr=1.5e-3,
-                    cam_optimizer="adamw", cam_cls_only_epochs=11, cam_pcm_only_epochs=1,
-                    cam_scales=(0.5, 1.0, 1.5), cam_sure_bg_score=SYNTHETIC_SURE_BG, cam_sure_bg_quantile=0.1,
-                    jitter=SYNTHETIC_JITTER, aff_epochs=1, aff_batch=8, aff_crop=128, aff_lr=0.01,
-                    box_epochs=30, others_epochs=30, hidden=256, box_constraint=True),
-    "quick": Plan(num_train_aug=24, num_train=12, num_val=8, min_size=96, max_size=128, width=0.125,
-                  cam_epochs=2, cam_batch=4, cam_crop=96, cam_resize_long=(96, 144), cam_lr=3e-3,
-                  cam_optimizer="adamw", cam_cls_only_epochs=1, cam_pcm_only_epochs=1, cam_scales=(1.0,),
-                  cam_sure_bg_score=SYNTHETIC_SURE_BG, cam_sure_bg_quantile=0.1,
-                  jitter=SYNTHETIC_JITTER, aff_epochs=1, aff_batch=4, aff_crop=96, aff_lr=0.01,
-                  box_epochs=20, others_epochs=10, hidden=64, box_constraint=True),
-    # real VOC2012 (--voc12_root without --quick): the published schedules, algorithm.md §1.1, 1.2, 2.2, 3.5
-    "voc": Plan(num_train_aug=0, num_train=0, num_val=0, min_size=0, max_size=0, width=1.0,
-                cam_epochs=8, cam_batch=8, cam_crop=448, cam_resize_long=(448, 768), cam_lr=0.01,
-                cam_optimizer="sgd", cam_cls_only_epochs=0, cam_pcm_only_epochs=0,
-                cam_scales=(0.5, 1.0, 1.5, 2.0), cam_sure_bg_score=0.8, cam_sure_bg_quantile=0.0,
-                jitter=JITTER,
-                aff_epochs=12, aff_batch=4, aff_crop=448, aff_lr=0.01,
-                box_epochs=150, others_epochs=50, hidden=256, box_constraint=False),
-}
+def pct(value: float) -> float:
+    """A score in [0, 1] as a percentage, the unit of the printed tables and of summary.json."""
+    return round(100 * value, 2)
 
 
-@dataclass(frozen=True)
-class SegPlan:
-    """Stage-4 networks of one run (``train_seg.py`` flags; the demo's backbone is the stage-1 classifier)."""
-
-    arch: str
-    iters: int
-    batch: int
-    crop: int
-    lr: float
-    optimizer: str
-    scale_range: tuple[float, float]
-
-
-# Generated data: AdamW at lr 1e-4 (head x10), 100 steps, scales 0.75-1.5, chosen on the ground-truth net
-# alone (seed-0 data of 46547fd, 60 train images, val mIoU, train_seg --seed 0 / 1): 60 steps at lr 6e-4 19.2,
-# 3e-4 38.9 / 38.5, 2e-4 41.9, 1e-4 43.6 / 43.0, 5e-5 40.8; 100 steps at 3e-4 43.0, at 1e-4 46.5 / 45.7.
-SEG_PLANS = {
-    "default": SegPlan(arch="deeplabv2_resnet38", iters=100, batch=8, crop=128, lr=1e-4, optimizer="adamw",
-                       scale_range=(0.75, 1.5)),
-    "quick": SegPlan(arch="deeplabv2_resnet38", iters=6, batch=4, crop=96, lr=3e-4, optimizer="adamw",
-                     scale_range=(0.75, 1.5)),
-    # real VOC2012: the DeepLab v2 recipe (algorithm.md §4), ImageNet ResNet-101 from netWeights/
-    "voc": SegPlan(arch="deeplabv2_resnet101", iters=20000, batch=10, crop=321, lr=2.5e-4, optimizer="sgd",
-                   scale_range=(0.5, 2.0)),
-}
+def background_miou(gt_dir: Path, ids: Sequence[str]) -> float:
+    """mIoU (0..1) of labelling every pixel background: the chance level of a segmentation net."""
+    conf = 0
+    for image_id in ids:
+        label = read_label_png(gt_dir / f"{image_id}.png")
+        conf = conf + confusion_matrix(np.zeros_like(label), label)
+    return scores_from_confusion(conf)["miou"]
 
 
 def plan_name(args: argparse.Namespace) -> str:
-    """``quick`` with ``--quick``; else ``voc`` on a real VOC root, ``default`` on the generated data."""
-    return "quick" if args.quick else ("voc" if args.voc12_root else "default")
+    """``--plan``, else ``quick`` with ``--quick``, ``voc`` with ``--voc12_root``, ``default`` otherwise."""
+    return args.plan or default_plan_name(args.quick, args.voc12_root)
 
 
 class Pipeline:
@@ -143,7 +77,9 @@ class Pipeline:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.plan = PLANS[plan_name(args)]
+        self.plan_name = plan_name(args)
+        self.plan, self.seg_plan, self.overrides = apply_overrides(PLANS[self.plan_name], SEG_PLANS[self.plan_name],
+                                                                   args.set)
         self.work = Path(args.work_dir)
         self.root = Path(args.voc12_root) if args.voc12_root else self.work / "VOC2012"
         self.synthetic = args.voc12_root is None
@@ -268,7 +204,7 @@ class Pipeline:
     def data(self) -> None:
         if not self.synthetic:
             if not (self.root / "JPEGImages").is_dir():
-                raise SystemExit(f"--voc12_root {self.root}: no JPEGImages folder (expected a VOC2012 root)")
+                raise cli.UserError(f"--voc12_root {self.root}: no JPEGImages folder (expected a VOC2012 root)")
             return
         if (self.root / "ImageSets" / "Segmentation" / "val.txt").is_file() and not self.redo("data"):
             print(f"dataset exists: {self.root}")
@@ -285,10 +221,10 @@ class Pipeline:
             print(f"classifier exists: {ckpt}")
             return
         p = self.plan
-        if plan_name(self.args) == "voc" and not self.args.cam_weights:
-            raise SystemExit("--voc12_root: pass --cam_weights (the ImageNet ResNet-38 .params file, see "
-                             f"download_weights.py) or put a trained classifier at {ckpt}; a ResNet-38 trained "
-                             "from scratch is not the paper's setting (--quick runs a smoke test without it)")
+        if self.plan_name == "voc" and not self.args.cam_weights:
+            raise cli.UserError("--voc12_root: pass --cam_weights (the ImageNet ResNet-38 .params file, see "
+                                f"download_weights.py) or put a trained classifier at {ckpt}; a ResNet-38 trained "
+                                "from scratch is not the paper's setting (--quick runs a smoke test without it)")
         weights = self.args.cam_weights or "none"
         # from scratch (no ImageNet file) needs a real momentum; with weights, the published 5e-4 quirk
         momentum = 0.9 if weights == "none" else 5e-4
@@ -318,7 +254,7 @@ class Pipeline:
         classifier = self.work / "classifier_val.json"
         if classifier.is_file():
             scores = json.loads(classifier.read_text())
-            result.update(classifier_map=scores["map"], classifier_prior_map=scores["prior_map"],
+            result.update(classifier_map=pct(scores["map"]), classifier_prior_map=pct(scores["prior_map"]),
                           classifier_images=scores["images"])
         gt = self.root / "SegmentationClass"
         ids = read_list(self.infer_list, self.root)
@@ -326,7 +262,7 @@ class Pipeline:
         for image_id in ids:
             label = read_label_png(gt / f"{image_id}.png")
             conf = conf + confusion_matrix(grid_label(label), label)
-        result["grid_upper_bound"] = scores_from_confusion(conf)["miou"]
+        result["grid_upper_bound"] = pct(scores_from_confusion(conf)["miou"])
         return result
 
     def cam_infer(self) -> None:
@@ -402,16 +338,16 @@ class Pipeline:
         gt = self.root / "SegmentationClass"
         ids = read_list(self.infer_list, self.root)
         seeds = evaluate(self.seed_dir(sup), gt, ids, seeds=True)
-        result = {"seed_miou": evaluate(self.seed_dir(sup), gt, ids)["miou"],  # 255 -> background (algorithm.md §5)
-                  "seed_precision": seeds["precision"], "seed_coverage": seeds["coverage"], "baselines": {}}
+        result = {"seed_miou": pct(evaluate(self.seed_dir(sup), gt, ids)["miou"]),  # 255 -> background (§5)
+                  "seed_precision": pct(seeds["precision"]), "seed_coverage": pct(seeds["coverage"]), "baselines": {}}
         if sup == "image":
-            result["baselines"]["cam"] = evaluate(self.cam_pred, gt, ids)["miou"]
+            result["baselines"]["cam"] = pct(evaluate(self.cam_pred, gt, ids)["miou"])
         if sup == "scribble":  # the strokes themselves as labels (255 -> background)
-            result["baselines"]["scribbles"] = evaluate(self.root / "Scribbles", gt, ids)["miou"]
+            result["baselines"]["scribbles"] = pct(evaluate(self.root / "Scribbles", gt, ids)["miou"])
         if sup == "box":
             for method in ("box_fill", "grabcut"):
-                result["baselines"][method] = evaluate(self.work / "baselines" / method, gt, ids)["miou"]
-        result["pseudo_miou"] = evaluate(self.pseudo_dir(sup), gt, ids)["miou"]
+                result["baselines"][method] = pct(evaluate(self.work / "baselines" / method, gt, ids)["miou"])
+        result["pseudo_miou"] = pct(evaluate(self.pseudo_dir(sup), gt, ids)["miou"])
         return result
 
     @property
@@ -428,7 +364,7 @@ class Pipeline:
         (both ``--jobs`` at a time) and return their val mIoU by name."""
         from eval_miou import evaluate
 
-        plan = SEG_PLANS[plan_name(self.args)]
+        plan = self.seg_plan
         ckpts = {name: self.work / "seg" / "weights" / f"{name}.pth" for name in nets}
         width = ["--backbone_width", self.plan.width] if plan.arch == "deeplabv2_resnet38" else []
         init = (["--backbone_weights", self.weights / "resnet38_SEAM.pth"] if plan.arch == "deeplabv2_resnet38"
@@ -456,7 +392,7 @@ class Pipeline:
         except FileNotFoundError:
             print(f"seg stage skipped: no val list ({self.val_list}) in {self.root}")
             return None
-        plan = SEG_PLANS[plan_name(self.args)]
+        plan = self.seg_plan
         if plan.arch != "deeplabv2_resnet38":
             from train_seg import default_backbone_weights
 
@@ -477,15 +413,18 @@ class Pipeline:
             best[sup] = max(entry["baselines"], key=entry["baselines"].get) if entry["baselines"] else None
             if best[sup]:
                 nets[f"baseline_{best[sup]}"] = self.baseline_dir(best[sup])
-        scores = self.seg_nets(nets, val_ids)
+        scores = {name: pct(miou) for name, miou in self.seg_nets(nets, val_ids).items()}
+        chance = pct(background_miou(self.root / "SegmentationClass", val_ids))
+        # a ground-truth net no better than labelling everything background learnt nothing: no "% of GT"
+        gt_at_chance = scores["gt"] <= chance + CHANCE_MARGIN
         for sup, baseline in best.items():
             result = {"val_miou": scores[f"{sup}_pseudo"], "seeds_val_miou": scores[f"{sup}_seeds"]}
             if baseline:
                 result.update(baseline=baseline, baseline_val_miou=scores[f"baseline_{baseline}"])
-            result["pct_of_gt"] = result["val_miou"] / scores["gt"] if scores["gt"] > 0 else None
+            result["pct_of_gt"] = None if gt_at_chance else pct(result["val_miou"] / scores["gt"])
             summary["supervision"][sup]["seg"] = result
         return {"arch": plan.arch, "val_list": self.val_list, "num_val": len(val_ids), "gt": scores["gt"],
-                "seconds": round(time.time() - start, 1)}
+                "all_background": chance, "gt_at_chance": gt_at_chance, "seconds": round(time.time() - start, 1)}
 
     def sheet(self) -> None:
         columns = [f"cam_seeds={self.cam_seeds}"] + [f"{sup}={self.pseudo_dir(sup)}" for sup in self.sups]
@@ -494,13 +433,15 @@ class Pipeline:
 
 
 def print_table(summary: dict) -> None:
+    if summary.get("smoke_test"):
+        print(f"\n*** {SMOKE_TEST} ***")
     data = summary.get("dataset", {})
     if "classifier_map" in data:
-        print(f"\nclassifier: val mAP {100 * data['classifier_map']:.1f} over {data['classifier_images']} held-out "
-              f"images (label-frequency prior {100 * data['classifier_prior_map']:.1f})")
+        print(f"\nclassifier: val mAP {data['classifier_map']:.1f} over {data['classifier_images']} held-out "
+              f"images (label-frequency prior {data['classifier_prior_map']:.1f})")
     if "grid_upper_bound" in data:
         print(f"stride-8 grid upper bound (ground truth averaged on the feature grid): "
-              f"{100 * data['grid_upper_bound']:.1f} mIoU")
+              f"{data['grid_upper_bound']:.1f} mIoU")
     rows = summary["supervision"]
     baseline_names = sorted({name for r in rows.values() for name in r.get("baselines", {})})
     header = f"{'supervision':<12}{'seeds (prec/cov)':>20}{'seed mIoU':>11}" + "".join(
@@ -509,43 +450,58 @@ def print_table(summary: dict) -> None:
     for sup, r in rows.items():
         if "pseudo_miou" not in r:
             continue
-        line = f"{sup:<12}{100 * r['seed_precision']:>12.1f} /{100 * r['seed_coverage']:>5.1f}"
-        line += f"{100 * r['seed_miou']:>11.1f}"
-        line += "".join(f"{100 * r['baselines'][n]:>10.1f}" if n in r["baselines"] else f"{'-':>10}"
+        line = f"{sup:<12}{r['seed_precision']:>12.1f} /{r['seed_coverage']:>5.1f}{r['seed_miou']:>11.1f}"
+        line += "".join(f"{r['baselines'][n]:>10.1f}" if n in r["baselines"] else f"{'-':>10}"
                         for n in baseline_names)
         seg = r.get("seg", {})
-        line += f"{100 * r['pseudo_miou']:>9.1f}" + (f"{100 * seg['val_miou']:>10.1f}" if seg else f"{'-':>10}")
-        line += f"{100 * seg['pct_of_gt']:>9.1f}" if seg.get("pct_of_gt") is not None else f"{'-':>9}"
+        line += f"{r['pseudo_miou']:>9.1f}" + (f"{seg['val_miou']:>10.1f}" if seg else f"{'-':>10}")
+        line += f"{seg['pct_of_gt']:>9.1f}" if seg.get("pct_of_gt") is not None else f"{'-':>9}"
         line += f"{sum(r.get('seconds', {}).values()) / 60:>9.1f}"
         print(line)
     print("(%, on the infer list; seed mIoU counts unlabelled (255) seed pixels as background; "
           "minutes = this supervision's stages, shared stages counted in each; val mIoU: the segmentation "
           "network trained on the pseudo labels, % of the one trained on ground truth)")
+    if summary.get("smoke_test"):
+        print(f"({SMOKE_TEST})")
 
 
 def print_seg_table(summary: dict) -> None:
     """Val mIoU of the stage-4 networks: trained on the seeds, the strongest baseline, the pseudo labels."""
     seg = summary["seg"]
     print(f"\nsegmentation networks ({seg['arch']}), mIoU % on {seg['val_list']} ({seg['num_val']} images); "
-          f"trained on ground truth: {100 * seg['gt']:.1f}; {seg.get('seconds', 0) / 60:.1f} min for all of them")
+          f"trained on ground truth: {seg['gt']:.1f}; {seg.get('seconds', 0) / 60:.1f} min for all of them")
+    if seg.get("gt_at_chance"):
+        print(f"the net trained on ground truth is at chance (all background: {seg['all_background']:.1f} mIoU), "
+              "so no '% of GT' is given")
     header = f"{'supervision':<12}{'seeds':>8}{'baseline':>22}{'A2GNN':>8}{'% of GT':>9}"
     print(header + "\n" + "-" * len(header))
     for sup, r in summary["supervision"].items():
         if "seg" not in r:
             continue
         n = r["seg"]
-        base = f"{n['baseline']} {100 * n['baseline_val_miou']:.1f}" if "baseline" in n else "-"
-        pct = f"{100 * n['pct_of_gt']:>9.1f}" if n["pct_of_gt"] is not None else f"{'-':>9}"
-        print(f"{sup:<12}{100 * n['seeds_val_miou']:>8.1f}{base:>22}{100 * n['val_miou']:>8.1f}{pct}")
+        base = f"{n['baseline']} {n['baseline_val_miou']:.1f}" if "baseline" in n else "-"
+        pct_text = f"{n['pct_of_gt']:>9.1f}" if n["pct_of_gt"] is not None else f"{'-':>9}"
+        print(f"{sup:<12}{n['seeds_val_miou']:>8.1f}{base:>22}{n['val_miou']:>8.1f}{pct_text}")
+    if summary.get("smoke_test"):
+        print(f"({SMOKE_TEST})")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--work_dir", default="data/demo", help="everything the run writes goes here")
     parser.add_argument("--voc12_root", default=None,
                         help="a real VOC2012 root (default: generate a synthetic one under --work_dir)")
-    parser.add_argument("--supervision", default="all", choices=(*SUPERVISIONS, "all"))
-    parser.add_argument("--quick", action="store_true", help="tiny dataset and short schedules (CI)")
+    parser.add_argument("--supervision", default="all", choices=(*SUPERVISIONS, "all"),
+                        help="kind of weak annotation to run, or all four")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test of the wiring: the 'quick' plan (tiny dataset, a few steps per stage; a "
+                             "few minutes on 2 CPU cores); its numbers are not quality figures")
+    parser.add_argument("--plan", default=None, choices=sorted(PLANS),
+                        help="named sizes and schedules of stages/plans.py (default: quick with --quick, voc with "
+                             "--voc12_root, else default)")
+    parser.add_argument("--set", default=[], action="append", metavar="KEY=VALUE",
+                        help="override one plan value, typed by its field (repeatable): --set cam_epochs=4, "
+                             "--set cam_scales=0.5,1,1.5, --set seg.iters=200 for the stage-4 part; none by default")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run")
     parser.add_argument("--redo", nargs="*", default=[], choices=STAGES,
                         help="recompute these stages even where their outputs exist")
@@ -558,8 +514,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_workers", default=0, type=int, help="DataLoader workers")
     parser.add_argument("--jobs", default=None, type=int,
                         help="processes for the per-image stages (default: CPU cores on CPU, 1 on CUDA)")
-    parser.add_argument("--device", default=default_device(), type=str)
-    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
+    parser.add_argument("--seed", default=0, type=int,
+                        help="seed of the generated dataset and of every stage (integer)")
     return parser
 
 
@@ -568,7 +525,10 @@ def main(args: argparse.Namespace) -> dict:
         args.jobs = 1 if args.device.startswith("cuda") else len(os.sched_getaffinity(0))
     pipe = Pipeline(args)
     pipe.work.mkdir(parents=True, exist_ok=True)
-    print(f"pipeline: {plan_name(args)} plan {asdict(pipe.plan)}")
+    smoke_test = pipe.plan_name == "quick"
+    if smoke_test:
+        print(f"*** {SMOKE_TEST} ***")
+    print(f"pipeline: {pipe.plan_name} plan {plan_record(pipe.plan_name, pipe.plan, pipe.seg_plan, pipe.overrides)}")
     print(f"data: {pipe.root}; supervisions: {', '.join(pipe.sups)}; work dir: {pipe.work}")
     steps = [("data", None), ("cam_train", None), ("cam_eval", None), ("cam_infer", None)]
     steps += [(stage, sup) for stage in ("seeds", "baselines") for sup in pipe.sups]
@@ -583,7 +543,9 @@ def main(args: argparse.Namespace) -> dict:
         else:
             pipe.timed(stage, [sup], getattr(pipe, stage), sup)
     summary_path = pipe.work / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"supervision": {}}
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary.get("units") != UNITS:  # none yet, or one written in fractions by an earlier version
+        summary = {"supervision": {}}
     if pipe.wanted("evaluate"):
         print(f"\n=== [{time.time() - start:7.1f} s] stage evaluate", flush=True)
         for sup in pipe.sups:
@@ -595,8 +557,9 @@ def main(args: argparse.Namespace) -> dict:
         summary["dataset"] = pipe.dataset_scores()
         # wall time of each stage this invocation ran (one skipped because its outputs exist: its few seconds)
         summary.setdefault("stage_seconds", {}).update(pipe.stage_seconds)
-        summary["plan"] = plan_name(args)
-        summary["voc12_root"] = str(pipe.root)
+        summary.update(units=UNITS, smoke_test=smoke_test,
+                       plan=plan_record(pipe.plan_name, pipe.plan, pipe.seg_plan, pipe.overrides),
+                       voc12_root=str(pipe.root), **provenance(REPO, args.device))
         with atomic_path(summary_path) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
         print_table(summary)
@@ -621,4 +584,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

@@ -18,8 +18,9 @@ import sys
 import torch
 from torch import nn
 
+from tool import cli
 from tool.checkpoint import load_checkpoint
-from tool.cli import add_id_list, add_voc12_root, default_device
+from tool.cli import DEVICE_HELP, add_id_list, add_voc12_root, default_device, make_parser
 from tool.dist import add_gpus_argument, get_rank, is_main_process, launch, process_group
 from tool.seam_losses import TwoViews, classification_step_loss, seam_step_losses
 from tool.trainer import add_training_args, run_files, train
@@ -36,13 +37,14 @@ SETTINGS = ("network", "backbone_width", "weights", "train_list", "cls_labels", 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train the SEAM classifier (stage 1).")
+    parser = make_parser(__doc__)
     parser.add_argument("--batch_size", default=8, type=int, help="global batch, split over torchrun ranks")
-    parser.add_argument("--max_epoches", default=8, type=int)
-    parser.add_argument("--network", default="network.resnet38_SEAM", type=str)
-    parser.add_argument("--lr", default=0.01, type=float)
-    parser.add_argument("--num_workers", default=8, type=int)
-    parser.add_argument("--wt_dec", default=5e-4, type=float)
+    parser.add_argument("--max_epoches", default=8, type=int, help="training epochs (passes over --train_list)")
+    parser.add_argument("--network", default="network.resnet38_SEAM", type=str, help="module that defines Net")
+    parser.add_argument("--lr", default=0.01, type=float,
+                        help="base learning rate of the backbone (new layers x10), poly-decayed to 0")
+    parser.add_argument("--num_workers", default=8, type=int, help="DataLoader workers per process")
+    parser.add_argument("--wt_dec", default=5e-4, type=float, help="weight decay (L2 factor, weights only)")
     parser.add_argument("--momentum", default=5e-4, type=float,
                         help="SGD momentum; 5e-4 reproduces the published optimizer (weight decay passed "
                              "into the momentum slot)")
@@ -55,8 +57,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "+ ECR; backbone and classifier in eval mode, unchanged, BatchNorm statistics "
                              "included); 0 = none (published)")
     add_id_list(parser, "--train_list", what="images to train on")
-    parser.add_argument("--session_name", default="resnet38_SEAM", type=str)
-    parser.add_argument("--crop_size", default=448, type=int)
+    parser.add_argument("--session_name", default="resnet38_SEAM", type=str,
+                        help="file name stem of the checkpoint, resume state and log in --save_dir")
+    parser.add_argument("--crop_size", default=448, type=int, help="square training crop (pixels)")
     parser.add_argument("--color_jitter", default=list(JITTER), type=float, nargs=4,
                         metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
                         help="colour jitter strengths (hue as a fraction of the colour circle); 0 0 0 0 = off")
@@ -73,8 +76,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_dir", default="netWeights", type=str,
                         help="writes <session_name>.pth (weights), <session_name>_state.pth (resume) and "
                              "<session_name>_log.jsonl (loss curve)")
-    parser.add_argument("--device", default=default_device(), type=str)
-    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
+    parser.add_argument("--seed", default=0, type=int, help="torch random seed (integer; rank r uses seed + r)")
     add_training_args(parser)
     return add_gpus_argument(parser)
 
@@ -100,8 +103,8 @@ def seam_objective(model: nn.Module, batch: dict, epoch: int, cls_only_epochs: i
 def main(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train; return the per-epoch mean losses (averaged over processes) of the epochs run."""
     if args.cls_only_epochs + args.pcm_only_epochs > args.max_epoches:
-        raise SystemExit(f"--cls_only_epochs {args.cls_only_epochs} + --pcm_only_epochs {args.pcm_only_epochs} "
-                         f"exceed --max_epoches {args.max_epoches}")
+        raise cli.UserError(f"--cls_only_epochs {args.cls_only_epochs} + --pcm_only_epochs {args.pcm_only_epochs} "
+                            f"exceed --max_epoches {args.max_epoches}")
     with process_group(args.device) as device:
         torch.manual_seed(args.seed + get_rank())  # DDP copies rank 0's initial weights
         ids = read_list(args.train_list, args.voc12_root)
@@ -125,4 +128,4 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    sys.exit(launch(main, args, args.gpus, args.device))
+    sys.exit(cli.run(lambda: launch(main, args, args.gpus, args.device)))

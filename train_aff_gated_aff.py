@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tool import cli
 from tool import dist as tdist
 from tool.aff_losses import affinity_loss
 from tool.checkpoint import load_checkpoint, read_state_dict
-from tool.cli import add_id_list, add_voc12_root, default_device
+from tool.cli import DEVICE_HELP, add_id_list, add_voc12_root, default_device, make_parser
 from tool.trainer import TrainResult, add_training_args, run_files, train
 from tool.weights import missing_weights
 from voc12.data import JITTER, AffTrainDataset
@@ -41,10 +42,9 @@ SETTINGS = ("network", "backbone_width", "weights", "train_list", "label_dir", "
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Stage 2: train the affinity network (algorithm.md §2).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--batch_size", default=4, type=int, help="global batch over all processes")
-    p.add_argument("--max_epoches", default=12, type=int)
+    p.add_argument("--max_epoches", default=12, type=int, help="training epochs (passes over --train_list)")
     p.add_argument("--network", default="network.resnet38_aff_gated", type=str,
                    help="module providing Net(width)")
     p.add_argument("--lr", default=0.01, type=float,
@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--session_name", default="aff_box", type=str,
                    help="checkpoint name: writes {save_dir}/{session_name}.pth (aff_box, aff_scribble, "
                         "aff_image, aff_point are the names stage 3 reads)")
-    p.add_argument("--crop_size", default=448, type=int)
+    p.add_argument("--crop_size", default=448, type=int, help="square training crop (pixels)")
     p.add_argument("--color_jitter", default=list(JITTER), type=float, nargs=4,
                    metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
                    help="colour jitter strengths (hue as a fraction of the colour circle); 0 0 0 0 = off")
@@ -68,9 +68,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(subset: counts printed), or 'none' for random init")
     add_voc12_root(p)
     p.add_argument("--label_dir", default="data/Init_Label/SEAM_Box", type=str, help="seed PNG folder")
-    p.add_argument("--device", default=default_device(), type=str)
+    p.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     p.add_argument("--backbone_width", default=1.0, type=float, help="channel multiplier (1 = published net)")
-    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--seed", default=0, type=int, help="torch random seed (integer)")
     p.add_argument("--save_dir", default="netWeights/final_model", type=str,
                    help="folder of {session_name}.pth, {session_name}_state.pth and {session_name}_log.jsonl "
                         "(the folder stage 3 reads the published aff_*.pth from; upstream wrote to the current "
@@ -128,4 +128,4 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    sys.exit(tdist.launch(main, args, args.gpus, args.device))
+    sys.exit(cli.run(lambda: tdist.launch(main, args, args.gpus, args.device)))

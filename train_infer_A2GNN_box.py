@@ -9,13 +9,14 @@ import argparse
 import sys
 
 from stages.a2gnn import add_a2gnn_arguments, run_a2gnn
-from tool.cli import str2bool
+from tool import cli
+from tool.cli import make_parser, str2bool
 from tool.dist import launch
 from tool.runner import RunSummary
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="A2GNN pseudo labels from box supervision")
+    parser = make_parser(__doc__)
     add_a2gnn_arguments(parser, "box")
     parser.add_argument("--BoxXmlpath", default=None, type=str,
                         help="folder of VOC XML box annotations <id>.xml (default: voc12_root/Annotations)")
@@ -31,4 +32,4 @@ def main(args: argparse.Namespace) -> RunSummary:
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    sys.exit(launch(main, args, args.gpus, args.device))
+    sys.exit(cli.run(lambda: launch(main, args, args.gpus, args.device)))

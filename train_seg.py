@@ -26,15 +26,17 @@ import torch
 from torch import nn
 
 from network.deeplab import ARCHITECTURES, TORCHVISION_FILES, SegNet, build_seg_net
+from tool import cli
 from tool import dist as tdist
 from tool.checkpoint import load_checkpoint
-from tool.cli import add_voc12_root, default_device, str2bool
+from tool.cli import DEVICE_HELP, add_voc12_root, default_device, make_parser, str2bool
 from tool.segmentation import segmentation_loss
-from tool.trainer import add_training_args, train
+from tool.trainer import add_training_args, run_files, train
 from tool.weights import missing_weights
 from voc12 import NUM_CLASSES
 from voc12.data import SegTrainDataset
 from voc12.lists import read_list
+from voc12.preflight import preflight_training
 
 # flags whose change alters the result: a resume must repeat them (tool/trainer.py)
 SETTINGS = ("arch", "backbone_width", "backbone_weights", "train_list", "label_dir", "crop_size", "scale_range",
@@ -49,8 +51,7 @@ def default_backbone_weights(arch: str) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Stage 4: train a segmentation network on label maps.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     add_voc12_root(p)
     p.add_argument("--train_list", default="train_aug.txt", type=str,
                    help="id list: a path, or a name under VOC12_ROOT/ImageSets/Segmentation")
@@ -75,11 +76,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", default=0.9, type=float, help="SGD momentum")
     p.add_argument("--amp", default=False, type=str2bool, help="float16 mixed precision (CUDA only)")
     p.add_argument("--num_workers", default=4, type=int, help="DataLoader workers per process")
-    p.add_argument("--session_name", default="deeplabv2", type=str)
+    p.add_argument("--session_name", default="deeplabv2", type=str,
+                   help="file name stem of the checkpoint, resume state and log in --save_dir")
     p.add_argument("--save_dir", default="netWeights", type=str,
                    help="folder of {session_name}.pth, {session_name}_state.pth and {session_name}_log.jsonl")
-    p.add_argument("--device", default=default_device(), type=str)
-    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
+    p.add_argument("--seed", default=0, type=int, help="torch random seed (integer)")
     add_training_args(p)
     return tdist.add_gpus_argument(p)
 
@@ -96,9 +98,9 @@ def load_backbone(net: SegNet, path: str | os.PathLike) -> None:
     if not net.classifier_keys:
         unfilled += [k for k in report.unexpected if not (k.startswith("fc.") or k.endswith("num_batches_tracked"))]
     if unfilled:
-        raise ValueError(f"--backbone_weights {path}: not a {net.backbone_name} file for this network: "
-                         f"{len(unfilled)} tensors missing, extra or of another shape (wrong file or "
-                         f"--backbone_width?), e.g. {unfilled[:4]}")
+        raise cli.WrongFileError(f"--backbone_weights {path}: not a {net.backbone_name} file for this network: "
+                                 f"{len(unfilled)} tensors missing, extra or of another shape (wrong file or "
+                                 f"--backbone_width?), e.g. {unfilled[:4]}")
 
 
 def seg_objective(model: nn.Module, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -113,6 +115,9 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
         if args.backbone_weights is None:
             args.backbone_weights = default_backbone_weights(args.arch)
         ids = read_list(args.train_list, args.voc12_root)
+        # every image and label map checked before step 1 (a colour PNG as a label names itself, not a worker)
+        ids = preflight_training(ids, args.voc12_root, run_files(args), args.skip_bad, label_dir=args.label_dir,
+                                 verbose=tdist.is_main_process())
         dataset = SegTrainDataset(ids, args.voc12_root, args.label_dir, crop_size=args.crop_size,
                                   scale_range=tuple(args.scale_range))
         torch.manual_seed(args.seed)
@@ -127,4 +132,4 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
 if __name__ == "__main__":
     args = get_args_parser().parse_args()
-    sys.exit(tdist.launch(main, args, args.gpus, args.device))
+    sys.exit(cli.run(lambda: tdist.launch(main, args, args.gpus, args.device)))

@@ -11,13 +11,15 @@ as a grey tile marked "missing". The legend lists the classes present in the dra
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tool.cli import add_id_list, add_voc12_root, str2bool
+from tool import cli
+from tool.cli import add_id_list, add_voc12_root, make_parser, str2bool
 from tool.label_io import atomic_path, read_image, read_label_png
 from voc12.lists import read_list
 from vocabulary import CLASS_NAMES, IGNORE, voc_palette
@@ -85,14 +87,13 @@ def parse_columns(specs: Sequence[str]) -> list[tuple[str, Path]]:
     for spec in specs:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
-            raise SystemExit(f"--columns expects name=dir entries, got {spec!r}")
+            raise cli.UserError(f"--columns expects name=dir entries, got {spec!r}")
         columns.append((name, Path(folder)))
     return columns
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     add_voc12_root(parser)
     add_id_list(parser, "--list", what="images to draw from", required=True)
     parser.add_argument("--ids", default=None, help="comma-separated ids to draw (default: the first K)")
@@ -111,7 +112,7 @@ def main(args: argparse.Namespace) -> None:
         wanted = [i.strip() for i in args.ids.split(",") if i.strip()]
         unknown = sorted(set(wanted) - set(ids))
         if unknown:
-            raise SystemExit(f"--ids not in --list {args.list}: {', '.join(unknown[:5])}")
+            raise cli.UserError(f"--ids not in --list {args.list}: {', '.join(unknown[:5])}")
         ids = wanted
     else:
         ids = ids[:args.first]
@@ -130,4 +131,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

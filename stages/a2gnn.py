@@ -16,7 +16,7 @@ import torch
 from tool.box_labels import box_class_mask
 from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
-from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
+from tool.cli import DEVICE_HELP, BadValueError, add_id_list, add_voc12_root, default_device, str2bool
 from tool.crf import A2GNN_CRF, dense_crf
 from tool.dist import add_gpus_argument, process_group
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
@@ -57,11 +57,11 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
     parser.add_argument("--radius", default=d["radius"], type=int, help="affinity window radius")
     parser.add_argument("--epochs", default=d["epochs"], type=int, help="epochs of each of the two phases")
     parser.add_argument("--hidden", default=256, type=int, help="hidden units")
-    parser.add_argument("--num_class", default=NUM_CLASSES, type=int)
+    parser.add_argument("--num_class", default=NUM_CLASSES, type=int, help="output classes, background included")
     parser.add_argument("--dropout", default=0.5, type=float, help="dropout rate")
     parser.add_argument("--lr", default=d["lr"], type=float, help="Adam learning rate")
-    parser.add_argument("--weight_decay", default=5e-4, type=float)
-    parser.add_argument("--device", default=default_device(), type=str)
+    parser.add_argument("--weight_decay", default=5e-4, type=float, help="Adam weight decay (L2 factor)")
+    parser.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     parser.add_argument("--amp", default=False, type=str2bool,
                         help="bf16 autocast of the A2GNN embedding product (True/False; off by default: its "
                              "effect on the pseudo labels is measured by benchmarks/bench_amp_quality.py). On "
@@ -98,7 +98,7 @@ class A2GNNJob:
             hidden=args.hidden, dropout=args.dropout, num_class=args.num_class, rw=rw, seed=args.seed,
             amp=args.amp, **({k: getattr(args, k) for k in ("alpha", "beta", "logt", "rw_weight")} if rw else {}))
         if rw and not getattr(args, "cam_dir", None):
-            raise ValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
+            raise BadValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
         self.box_dir = Path(args.BoxXmlpath or self.root / "Annotations") if schedule == "box" else None
         self.box_constraint = getattr(args, "box_constraint", False)
         self.results: dict[str, tuple[np.ndarray, np.ndarray, list | None] | Exception] = {}

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 import make_baseline_labels
+from tool import cli
 from tool.box_labels import box_class_mask, box_fill_label, grabcut_box_masks, grabcut_label, smallest_box_owner
 from tool.label_io import read_label_png
 from voc12.annotations import read_boxes
@@ -137,5 +138,5 @@ def test_make_baseline_labels(root, tmp_path, method):
 def test_seeds_method_needs_a_seed_dir(root, tmp_path):
     args = make_baseline_labels.get_args_parser().parse_args(
         ["--method", "seeds", "--voc12_root", str(root), "--list", "train", "--out_dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--seed_dir"):
+    with pytest.raises(cli.UserError, match="--seed_dir"):
         make_baseline_labels.main(args)

@@ -152,6 +152,7 @@ GPU_STAGES = {"train_SEAM", "infer_SEAM", "train_aff_gated_aff", "train_infer_A2
 def test_every_gpu_stage_script_starts_one_worker_per_gpu():
     with_gpus = {s for s, p in parsers().items() if "--gpus" in canonical_flags(p)}
     assert with_gpus == GPU_STAGES
-    entry = re.compile(r"\n    sys\.exit\((tdist\.)?launch\(main, args, args\.gpus, args\.device\)\)\n")
+    entry = re.compile(r"\n    sys\.exit\(cli\.run\(lambda: (tdist\.)?launch\(main, args, args\.gpus, "
+                       r"args\.device\)\)\)\n")
     for script in GPU_STAGES:
         assert entry.search((REPO / f"{script}.py").read_text(encoding="utf-8")), script

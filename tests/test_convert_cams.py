@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import convert_cams
+from tool import cli
 from tool.cam import load_cams
 
 
@@ -37,9 +38,9 @@ def test_converts_every_file_to_npz_with_class_ids(tmp_path):
 
 def test_refuses_without_the_explicit_flag(tmp_path):
     published_cams(tmp_path / "npy", np.random.default_rng(0))
-    with pytest.raises(SystemExit, match="--legacy_npy"):
+    with pytest.raises(cli.UserError, match="--legacy_npy"):
         run(["--in_dir", str(tmp_path / "npy"), "--out_dir", str(tmp_path / "npz")])
-    with pytest.raises(SystemExit, match="--legacy_npy"):
+    with pytest.raises(cli.UserError, match="--legacy_npy"):
         run(["--legacy_npy", "False", "--in_dir", str(tmp_path / "npy")])
     assert not (tmp_path / "npz").exists()
 

@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from tool import cli
 from tool.label_io import save_label_png
 from voc12.data import AffTrainDataset, ClsTrainDataset, ImageDataset, MultiScaleFlipDataset
 
@@ -75,7 +76,7 @@ def test_cls_dataset_shapes_padding_and_label(voc):
         low, high = torch.from_numpy(-MEAN / STD), torch.from_numpy((1 - MEAN) / STD)
         assert torch.all(image[:, inside] >= low[:, None] - 1e-5)
         assert torch.all(image[:, inside] <= high[:, None] + 1e-5)
-    with pytest.raises(KeyError, match="tall"):
+    with pytest.raises(cli.UserError, match="tall"):
         ClsTrainDataset(["small", "tall"], root, labels)
 
 

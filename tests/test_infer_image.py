@@ -11,6 +11,7 @@ from PIL import Image
 import infer_image
 import train_aff_gated_aff
 from network import resnet38_SEAM
+from tool import cli
 from tool.checkpoint import save_checkpoint
 from tool.label_io import read_image, read_label_png, save_image, save_label_png
 from voc12.synthetic import generate_sample, write_voc_download
@@ -98,7 +99,7 @@ def test_scribble_and_clicks(photo, weights, tmp_path, one_thread):
 def test_annotation_errors_are_clear(photo):
     path, _ = photo
     parse = infer_image.get_args_parser().parse_args
-    with pytest.raises(SystemExit, match="one kind of annotation"):
+    with pytest.raises(cli.UserError, match="one kind of annotation"):
         infer_image.main(parse(["--image", str(path)]))
     with pytest.raises(argparse.ArgumentTypeError, match="unknown class 'persn'"):
         infer_image.parse_box("1,2,30,40,persn")
@@ -106,5 +107,5 @@ def test_annotation_errors_are_clear(photo):
         infer_image.parse_box("30,2,1,40,person")
     assert infer_image.parse_box("1,2,30,40,person").cls == 15
     assert infer_image.parse_point("5,6,background").cls == 0
-    with pytest.raises(SystemExit, match="outside"):
+    with pytest.raises(cli.UserError, match="outside"):
         infer_image.main(parse(["--image", str(path), "--box", "500,500,600,600,dog", "--max_side", "0"]))

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from tool import cli
 from voc12.make_cls_labels import (
     build_cls_labels,
     get_args_parser,
@@ -94,7 +95,7 @@ def test_image_labels_from_file_or_xml(tmp_path):
     from_file = image_labels(root, ids, path)
     _assert_same(from_xml, {i: ref[i] for i in ids})
     _assert_same(from_file, from_xml)
-    with pytest.raises(KeyError, match="2099_000000"):
+    with pytest.raises(cli.UserError, match="2099_000000"):
         image_labels(root, ["2099_000000"], path)
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         load_cls_labels(tmp_path / "missing.npz")

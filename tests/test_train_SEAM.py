@@ -6,6 +6,7 @@ import make_synthetic_voc
 import train_SEAM
 from network import resnet38d
 from network.resnet38_SEAM import Net
+from tool import cli
 from tool.checkpoint import save_checkpoint
 
 
@@ -104,6 +105,6 @@ def test_pcm_only_epochs_train_the_pcm_head_alone(tiny_voc, tmp_path):
 
 
 def test_cls_only_and_pcm_only_epochs_must_fit(tiny_voc, tmp_path):
-    with pytest.raises(SystemExit, match="--pcm_only_epochs"):
+    with pytest.raises(cli.UserError, match="--pcm_only_epochs"):
         train_SEAM.main(train_args(tiny_voc, "none", tmp_path, "--max_epoches", "2", "--cls_only_epochs", "2",
                                    "--pcm_only_epochs", "1"))

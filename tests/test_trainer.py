@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import sys
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch.utils.data import Dataset
 
 import train_aff_gated_aff
 import train_SEAM
-from tool import trainer
+from tool import cli, trainer
 from tool.optim import PolyAdamW, PolyOptimizer
 
 
@@ -156,3 +157,55 @@ def test_amp_needs_cuda(tmp_path):
     with pytest.raises(ValueError, match="--amp True needs a CUDA device"):
         trainer.train(Linear(), objective, NoisyPoints(), loop_args(tmp_path), torch.device("cpu"), SETTINGS,
                       amp=True)
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a TensorBoard log folder, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0}).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def jsonl_scalars(path) -> dict[str, list[tuple[int, float]]]:
+    """The same view of the JSON-lines log: per key, (step, value) of every record."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for record in map(json.loads, path.read_text().splitlines()):
+        if "event" not in record:
+            for key, value in record.items():
+                if key != "step":
+                    out.setdefault(key, []).append((record["step"], value))
+    return out
+
+
+def assert_same_scalars(tensorboard, jsonl, skip=()):
+    assert set(tensorboard) == set(jsonl)
+    for key in set(jsonl) - set(skip):
+        assert [s for s, _ in tensorboard[key]] == [s for s, _ in jsonl[key]], key
+        assert torch.allclose(torch.tensor([v for _, v in tensorboard[key]], dtype=torch.float64),
+                              torch.tensor([v for _, v in jsonl[key]], dtype=torch.float64), rtol=1e-6), key
+
+
+def test_tensorboard_holds_the_scalars_of_the_jsonl_log_also_after_a_resume(tmp_path):
+    run(tmp_path / "full", tensorboard=str(tmp_path / "full_tb"))
+    full = jsonl_scalars(tmp_path / "full" / "toy_log.jsonl")
+    assert {"loss", "abs", "lr", "epoch", "seconds_per_step"} <= set(full) and len(full["loss"]) >= 3
+    assert_same_scalars(tensorboard_scalars(tmp_path / "full_tb"), full)
+    # killed during epoch 2 (its events written, its state not) and resumed into the same folder: the events
+    # after the resumed step are purged, so the folder holds the curve of the uninterrupted run
+    cut, tb = tmp_path / "cut", str(tmp_path / "cut_tb")
+    with killed_after_epoch(1):
+        run(cut, tensorboard=tb)
+    epoch_1_state = (cut / "toy_state.pth").read_bytes()
+    with killed_after_epoch(2):
+        run(cut, tensorboard=tb, resume=True)
+    (cut / "toy_state.pth").write_bytes(epoch_1_state)  # as if killed before epoch 2's state was saved
+    run(cut, tensorboard=tb, resume=True)
+    assert_same_scalars(tensorboard_scalars(tb), full, skip=("seconds_per_step",))
+
+
+def test_tensorboard_without_the_package_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    with pytest.raises(cli.UserError, match="--tensorboard needs the tensorboard package: pip install"):
+        run(tmp_path, tensorboard=str(tmp_path / "tb"))
+    assert not (tmp_path / "toy.pth").exists()

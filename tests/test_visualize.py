@@ -3,6 +3,7 @@ import pytest
 from PIL import Image
 
 import visualize
+from tool import cli
 from tool.label_io import save_label_png
 from voc12.synthetic import generate_sample, image_id, write_lists, write_sample
 from vocabulary import voc_palette
@@ -49,6 +50,6 @@ def test_main_draws_the_chosen_ids(root, tmp_path):
     pad, header = visualize.PAD, visualize.HEADER
     assert sheet.size[0] == 4 * (50 + pad) + pad  # image, scribbles, pseudo, ground truth
     assert sheet.size[1] > header + 2 * (50 + header + pad)
-    with pytest.raises(SystemExit, match="not in --list"):
+    with pytest.raises(cli.UserError, match="not in --list"):
         visualize.main(visualize.get_args_parser().parse_args(
             ["--voc12_root", str(root), "--list", "train", "--ids", "nope", "--out", str(out)]))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tool.cli import MissingFileError
 from tool.crf import CAM_CRF, CRFParams, dense_crf
 from tool.label_io import load_npz, save_npz
 from vocabulary import NUM_CLASSES
@@ -47,7 +48,7 @@ def load_cams(path: str | os.PathLike, legacy_npy: bool = False) -> tuple[np.nda
             raise ValueError(f"{path}: expected arrays 'classes' and 'cams', found {sorted(data)}")
         return data["classes"].astype(np.int64), data["cams"].astype(np.float32)
     if not path.is_file():
-        raise FileNotFoundError(f"CAM file not found: {path}")
+        raise MissingFileError(f"CAM file not found: {path}")
     cam_dict = np.load(path, allow_pickle=True).item()
     keys = sorted(cam_dict)
     classes = np.array([k + 1 for k in keys], dtype=np.int64)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from network.resnet38d import BACKBONE_MODULES
+from tool.cli import WrongFileError
 from tool.label_io import atomic_path
 from tool.weights import missing_weights
 
@@ -32,6 +33,8 @@ NDARRAY_V3_MAGIC = 0xF993FACA  # numpy shape semantics
 MXNET_DTYPES = {0: np.float32, 1: np.float64, 2: np.float16, 3: np.uint8, 4: np.int32, 5: np.int8,
                 6: np.int64}
 
+# what a weights flag accepts, said by every "wrong kind of file" message
+_WANTED = "pass a .pth state dict written by this project's scripts or the MXNet ImageNet .params file"
 _BN_SUFFIX = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_var": "running_var"}
 _BLOCK_KEY = re.compile(r"^(res|bn)(\d)(a|b\d+)_(branch\w+?)_(weight|gamma|beta|moving_mean|moving_var)$")
 _BN7_KEY = re.compile(r"^bn7_(gamma|beta|moving_mean|moving_var)$")
@@ -67,7 +70,7 @@ class _Reader:
 
     def take(self, size: int) -> bytes:
         if self.pos + size > len(self.data):
-            raise ValueError(f"{self.path}: truncated MXNet .params file (wanted {size} bytes at {self.pos})")
+            raise WrongFileError(f"{self.path}: truncated MXNet .params file (wanted {size} bytes at {self.pos})")
         chunk = self.data[self.pos:self.pos + size]
         self.pos += size
         return chunk
@@ -83,7 +86,7 @@ class _Reader:
         if magic in (NDARRAY_V2_MAGIC, NDARRAY_V3_MAGIC):
             storage = self.scalar("i")
             if storage != 0:
-                raise ValueError(f"{self.path}: sparse NDArray (storage type {storage}) is not supported")
+                raise WrongFileError(f"{self.path}: sparse NDArray (storage type {storage}) is not supported")
             shape = self.ints("q", self.scalar("i"))
         elif magic == NDARRAY_V1_MAGIC:
             shape = self.ints("q", self.scalar("I"))
@@ -94,7 +97,7 @@ class _Reader:
         self.take(8)  # context: device type, device id (int32 each)
         type_flag = self.scalar("i")
         if type_flag not in MXNET_DTYPES:
-            raise ValueError(f"{self.path}: unknown MXNet dtype flag {type_flag}")
+            raise WrongFileError(f"{self.path}: unknown MXNet dtype flag {type_flag}")
         dtype = np.dtype(MXNET_DTYPES[type_flag]).newbyteorder("<")
         count = int(np.prod(shape))
         return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).reshape(shape).copy()
@@ -111,12 +114,12 @@ def read_mxnet_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise missing_weights(path)
     reader = _Reader(path.read_bytes(), path)
     if reader.scalar("Q") != MXNET_LIST_MAGIC:
-        raise ValueError(f"{path}: not an MXNet NDArray list file (bad magic number)")
+        raise WrongFileError(f"{path}: not an MXNet NDArray list file (bad magic number)")
     reader.take(8)  # reserved
     arrays = [reader.ndarray() for _ in range(reader.scalar("Q"))]
     names = [reader.take(reader.scalar("Q")).decode("utf-8") for _ in range(reader.scalar("Q"))]
     if len(names) != len(arrays):
-        raise ValueError(f"{path}: {len(arrays)} arrays but {len(names)} names; expected one name per array")
+        raise WrongFileError(f"{path}: {len(arrays)} arrays but {len(names)} names; expected one name per array")
     return {re.sub(r"^(arg|aux):", "", name): array for name, array in zip(names, arrays, strict=True)}
 
 
@@ -160,14 +163,14 @@ def load_torch_file(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "Unsupported global" in str(err) or "Unsupported class" in str(err):  # objects (random: opcodes)
-            raise ValueError(f"{path}: holds Python objects other than tensors, so it is not loaded "
-                             "(unpickling them would run code from the file); save a state dict of "
-                             "tensors instead") from None
-        raise ValueError(f"{path}: not a PyTorch checkpoint, or a truncated file") from None
+            raise WrongFileError(f"{path}: holds Python objects other than tensors, so it is not loaded "
+                                 "(unpickling them would run code from the file); save a state dict of "
+                                 "tensors instead") from None
+        raise WrongFileError(f"{path}: not a PyTorch checkpoint, or a truncated file; {_WANTED}") from None
     except (RuntimeError, EOFError, IndexError, KeyError, ValueError, AttributeError, TypeError,
             UnicodeDecodeError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"{path}: not a PyTorch checkpoint, or a truncated file "
-                         f"({type(err).__name__})") from None
+        raise WrongFileError(f"{path}: not a PyTorch checkpoint, or a truncated file "
+                             f"({type(err).__name__}); {_WANTED}") from None
 
 
 def read_state_dict(path: str | os.PathLike,
@@ -185,8 +188,8 @@ def read_state_dict(path: str | os.PathLike,
         return {k: torch.from_numpy(v).to(map_location) for k, v in converted.items()}
     state = load_torch_file(path, map_location)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict (parameter name -> tensor), "
-                         f"got {type(state).__name__}")
+        raise WrongFileError(f"{path}: expected a state dict (parameter name -> tensor), "
+                             f"got {type(state).__name__}")
     return strip_module_prefix(state)
 
 
@@ -229,19 +232,20 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     bad_shapes = [f"{k} file {tuple(state[k].shape)} vs model {tuple(model_state[k].shape)}"
                   for k in report.matched if state[k].shape != model_state[k].shape]
     if bad_shapes:
-        raise ValueError(f"{path}: {len(bad_shapes)} tensors do not fit {name} (wrong file or --width?): "
-                         + _listing(bad_shapes, 4))
+        raise WrongFileError(f"{path}: {len(bad_shapes)} tensors do not fit {name} (wrong file or --width?): "
+                             + _listing(bad_shapes, 4))
     if strict and (report.missing or report.unexpected):
-        raise ValueError(f"{path} does not match {name} (strict load): {len(report.missing)} missing keys "
-                         f"[{_listing(report.missing)}]; {len(report.unexpected)} unexpected keys "
-                         f"[{_listing(report.unexpected)}]")
+        raise WrongFileError(f"{path} does not match {name} (strict load): {len(report.missing)} missing keys "
+                             f"[{_listing(report.missing)}]; {len(report.unexpected)} unexpected keys "
+                             f"[{_listing(report.unexpected)}]; pass the checkpoint this stage's training "
+                             "script wrote for this network")
     if not strict:
         backbone = [k for k in model_state if _is_backbone_key(k)]
         needed = [k for k in report.matched if _is_backbone_key(k)] if backbone else report.matched
         if not needed:
-            raise ValueError(f"{path}: none of its {len(state)} keys matches a "
-                             f"{'backbone ' if backbone else ''}key of {name}; refusing to run with random "
-                             f"weights (file keys start with: {_listing(list(state), 4)})")
+            raise WrongFileError(f"{path}: none of its {len(state)} keys matches a "
+                                 f"{'backbone ' if backbone else ''}key of {name}; refusing to run with random "
+                                 f"weights (file keys start with: {_listing(list(state), 4)})")
     model.load_state_dict({k: state[k] for k in report.matched}, strict=False)
     print(f"loaded {report.summary()} into {name}")
     return report

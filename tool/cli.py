@@ -8,8 +8,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 
 def str2bool(value: str | bool) -> bool:
     """Parse ``True/False`` style flags (``--rw False`` means off; never ``type=bool``)."""
@@ -25,9 +23,12 @@ def str2bool(value: str | bool) -> bool:
 
 def default_device() -> str:
     """``'cuda'`` when a GPU is visible, else ``'cpu'``."""
+    import torch  # here, so that the file readers importing this module do not pay for torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DEVICE_HELP = "torch device: cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu)"
 VOC12_ROOT_HELP = "the VOC2012 folder (JPEGImages/, Annotations/, SegmentationClass/, ...)"
 LIST_NAMES_HELP = ("a path, or a name (train_aug.txt, train.txt, val.txt, test.txt) looked up in "
                    "<voc12_root>/ImageSets/Segmentation/, then in the shipped voc12/")
@@ -51,6 +52,19 @@ def add_id_list(parser: argparse.ArgumentParser, flag: str, *aliases: str, what:
 class UserError(Exception):
     """A user's mistake (bad path, wrong file kind, wrong checkpoint, bad flag value): the message is one line
     naming the file or flag and what to do. :func:`run` prints it as ``error: …`` and exits with status 2."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named (or its default path) does not exist; still a ``FileNotFoundError``."""
+
+
+class BadValueError(UserError, ValueError):
+    """A flag value that cannot work (with the other flags, or on this machine); still a ``ValueError``."""
+
+
+class WrongFileError(UserError, ValueError):
+    """A file of the wrong kind: corrupt, another format, or not fitting the network or the flag; still a
+    ``ValueError``, so per-image loops count it as that image's failure."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

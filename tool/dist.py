@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from tool.cli import BadValueError
+
 
 def get_rank() -> int:
     """This process's global rank (``RANK`` set by torchrun), 0 without torchrun."""
@@ -89,9 +91,9 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
     try:
         index, count = (int(v) for v in shard.split("/"))
     except ValueError as err:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from err
+        raise BadValueError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from err
     if not 0 <= index < count:
-        raise ValueError(f"--shard {shard}: need 0 <= i < n")
+        raise BadValueError(f"--shard {shard}: need 0 <= i < n")
     return index, count
 
 
@@ -118,9 +120,9 @@ def worker_count(gpus: int | None, device: str) -> int:
     visible = torch.cuda.device_count() if cuda else 0
     if gpus is not None:
         if gpus < 1:
-            raise ValueError(f"--gpus must be at least 1, got {gpus}")
+            raise BadValueError(f"--gpus must be at least 1, got {gpus}")
         if cuda and gpus > visible:
-            raise ValueError(f"--gpus {gpus}: only {visible} GPU(s) visible")
+            raise BadValueError(f"--gpus {gpus}: only {visible} GPU(s) visible")
         return gpus
     return max(visible, 1) if cuda and torch.device(device).index is None else 1
 

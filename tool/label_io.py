@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tool.cli import MissingFileError, WrongFileError
 from vocabulary import IGNORE, NUM_CLASSES, voc_palette
 
 _TEMP_SUFFIX = ".tmp"
@@ -126,20 +127,20 @@ def save_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
 
 def check_label(label: np.ndarray, hw: tuple[int, int] | None, source: str | os.PathLike) -> np.ndarray:
     """The one label-map validator: ``label`` as ``(H, W)`` uint8 if it is 2-D, ``hw``-shaped (when
-    given) and holds only 0..20 or 255; else ``ValueError`` naming ``source``."""
+    given) and holds only 0..20 or 255; else ``WrongFileError`` (a ``ValueError``) naming ``source``."""
     label = np.asarray(label)
     if label.ndim != 2:
-        raise ValueError(f"{source}: a label map must be 2-D (H, W), got shape {label.shape}")
+        raise WrongFileError(f"{source}: a label map must be 2-D (H, W), got shape {label.shape}")
     if hw is not None and label.shape != tuple(hw):
-        raise ValueError(f"{source}: size (H, W) = {label.shape} does not match the image's {tuple(hw)}")
+        raise WrongFileError(f"{source}: size (H, W) = {label.shape} does not match the image's {tuple(hw)}")
     if label.size and (label.min() < 0 or label.max() > IGNORE):
         bad = np.unique(label[(label < 0) | (label > IGNORE)])
     else:
         counts = np.bincount(label.astype(np.uint8).ravel(), minlength=IGNORE + 1)
         bad = np.flatnonzero(counts[NUM_CLASSES:IGNORE]) + NUM_CLASSES
     if bad.size:
-        raise ValueError(f"{source}: unknown class values {bad[:10].tolist()} (expected 0..20, or 255 = "
-                         "unknown)")
+        raise WrongFileError(f"{source}: unknown class values {bad[:10].tolist()} (expected 0..20, or 255 = "
+                             "unknown)")
     return label.astype(np.uint8)
 
 
@@ -152,7 +153,7 @@ def read_label_png(path: str | os.PathLike, hw: tuple[int, int] | None = None) -
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"label map not found: {path}")
+        raise MissingFileError(f"label map not found: {path}")
     try:
         with Image.open(path) as img:
             if img.mode in ("P", "L"):
@@ -160,9 +161,10 @@ def read_label_png(path: str | os.PathLike, hw: tuple[int, int] | None = None) -
             elif img.mode in ("I", "I;16"):
                 label = np.array(img)
             else:
-                raise ValueError(f"{path}: expected a palette or grayscale label PNG, got mode {img.mode}")
+                raise WrongFileError(f"{path}: expected a palette or grayscale label PNG of class ids "
+                                     f"(0..20, 255 = unknown), got mode {img.mode}; convert colour masks to class ids")
     except (OSError, SyntaxError) as err:  # PIL: UnidentifiedImageError, truncated file
-        raise ValueError(f"{path}: not a readable PNG label map ({err})") from err
+        raise WrongFileError(f"{path}: not a readable PNG label map ({err})") from err
     return check_label(label, hw, path)
 
 
@@ -170,12 +172,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as ``(H, W, 3)`` uint8 RGB; a missing, corrupt or truncated file raises naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise MissingFileError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
             return np.array(img.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError) as err:  # PIL: UnidentifiedImageError, "Truncated File Read", ...
-        raise ValueError(f"{path}: corrupt or truncated image ({err})") from err
+        raise WrongFileError(f"{path}: corrupt or truncated image ({err})") from err
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
@@ -196,18 +198,18 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read every array of an ``.npz`` file (``allow_pickle=False``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"array file not found: {path}")
+        raise MissingFileError(f"array file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except ValueError as err:
         if "Object arrays" in str(err):
-            raise ValueError(f"{path}: holds object arrays (pickled Python objects), which are never "
-                             "loaded because unpickling runs code from the file; write plain numeric "
-                             "arrays (tool.label_io.save_npz)") from None
+            raise WrongFileError(f"{path}: holds object arrays (pickled Python objects), which are never "
+                                 "loaded because unpickling runs code from the file; write plain numeric "
+                                 "arrays (tool.label_io.save_npz)") from None
         if "pickled data" in str(err):  # neither zip nor .npy: a pickle, or random bytes
-            raise ValueError(f"{path}: not an .npz archive (a pickle or a corrupt file); it is not "
-                             "unpickled") from None
-        raise ValueError(f"{path}: unreadable .npz ({err})") from err
+            raise WrongFileError(f"{path}: not an .npz archive (a pickle or a corrupt file); it is not "
+                                 "unpickled") from None
+        raise WrongFileError(f"{path}: unreadable .npz ({err})") from err
     except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not an .npz archive, or a truncated one ({type(err).__name__})") from None
+        raise WrongFileError(f"{path}: not an .npz archive, or a truncated one ({type(err).__name__})") from None

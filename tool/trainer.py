@@ -17,6 +17,9 @@ Files, in ``save_dir`` (``{s}`` = ``--session_name``):
   (re)start, then every ``--log_every`` steps and at the end of each epoch ``{"step", "epoch", "lr",
   "seconds_per_step", <loss terms averaged over the interval>}``. A resumed run first drops the records
   after the step it resumes from, so the log is the curve of one uninterrupted run.
+- ``--tensorboard DIR`` (optional, needs the ``tensorboard`` package): the same records as TensorBoard
+  scalars (one tag per key, x axis = step) through ``torch.utils.tensorboard``; a resumed run purges the
+  events after the step it resumes from.
 
 Reproducibility: before every epoch the loop seeds torch with ``seed + 1 + epoch · world + rank``; the
 sampler shuffles with ``(seed, epoch)``. A run killed after epoch ``e`` and resumed with the same
@@ -43,7 +46,7 @@ from tqdm import tqdm
 
 from tool import dist as tdist
 from tool.checkpoint import save_checkpoint
-from tool.cli import str2bool
+from tool.cli import BadValueError, MissingFileError, UserError, WrongFileError, str2bool
 from tool.label_io import atomic_path
 from tool.optim import OPTIMIZERS, build_optimizer
 
@@ -67,6 +70,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                              "were left out; False: list every bad file and stop before step 1")
     parser.add_argument("--log_every", default=20, type=int,
                         help="steps between two records of {save_dir}/{session_name}_log.jsonl")
+    parser.add_argument("--tensorboard", default=None, type=str, metavar="DIR",
+                        help="also write the log's scalars as TensorBoard events into this folder (needs the "
+                             "tensorboard package; view with: tensorboard --logdir DIR); default: off")
 
 
 def run_files(args: argparse.Namespace) -> tuple[Path, Path, Path]:
@@ -93,8 +99,8 @@ def check_settings(path: Path, saved: Mapping[str, Any], current: Mapping[str, A
         def flag(name: str) -> str:
             return "torchrun processes" if name == PROCESSES else f"--{name}"
         details = "; ".join(f"{flag(n)} was {saved.get(n)!r}, now {current.get(n)!r}" for n in differ)
-        raise ValueError(f"--resume True: {path} was saved with other settings ({details}). Resume with the "
-                         "saved values, or start a new run (another --session_name, or --resume False)")
+        raise WrongFileError(f"--resume True: {path} was saved with other settings ({details}). Resume with the "
+                             "saved values, or start a new run (another --session_name, or --resume False)")
 
 
 def save_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
@@ -114,35 +120,42 @@ def load_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.
                         settings: Mapping[str, Any], scaler: torch.amp.GradScaler | None = None) -> int:
     """Restore a :func:`save_training_state` file after checking its settings; return the epochs done."""
     if not path.is_file():
-        raise FileNotFoundError(f"--resume True: training state not found: {path} (it is written after "
-                                "the first epoch; check --save_dir and --session_name)")
+        raise MissingFileError(f"--resume True: training state not found: {path} (it is written after "
+                               "the first epoch; check --save_dir and --session_name)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - a truncated or foreign file; never retry with unpickling
-        raise ValueError(f"--resume True: {path} is not a readable training state (truncated or not a "
-                         f"PyTorch file): {type(err).__name__}") from None
+        raise WrongFileError(f"--resume True: {path} is not a readable training state (truncated or not a "
+                             f"PyTorch file): {type(err).__name__}") from None
     missing = [k for k in STATE_KEYS if not isinstance(state, Mapping) or k not in state]
     if missing:
-        raise ValueError(f"--resume True: {path} is not a training-state file of this version (missing "
-                         f"{missing}); start a new run with --resume False")
+        raise WrongFileError(f"--resume True: {path} is not a training-state file of this version (missing "
+                             f"{missing}); start a new run with --resume False")
     check_settings(path, state["settings"], settings)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     if optimizer.global_step != state["step"]:
-        raise ValueError(f"--resume True: {path}: optimizer step {optimizer.global_step} != saved step "
-                         f"{state['step']}")
+        raise WrongFileError(f"--resume True: {path}: optimizer step {optimizer.global_step} != saved step "
+                             f"{state['step']}")
     return int(state["epoch"])
 
 
 class TrainingLog:
     """The JSON-lines curve of a run (see the module docstring); written by the main process only."""
 
-    def __init__(self, path: Path, every: int, enabled: bool):
+    def __init__(self, path: Path, every: int, enabled: bool, tensorboard: str | None = None):
         if every <= 0:
-            raise ValueError(f"--log_every must be positive, got {every}")
-        self.path, self.every, self.enabled = path, every, enabled
+            raise BadValueError(f"--log_every must be positive, got {every}")
+        self.path, self.every, self.enabled, self.tensorboard = path, every, enabled, tensorboard
+        self.writer = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: F401 - checked before step 1
+            except ImportError:
+                raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                                "(or leave --tensorboard out; the JSON-lines log is written either way)") from None
         self.sums: dict[str, float] = {}
         self.count, self.since = 0, time.time()
 
@@ -159,6 +172,11 @@ class TrainingLog:
         kept.append(json.dumps({"event": "start", "step": step, "args": dict(args)}))
         with atomic_path(self.path) as tmp:
             tmp.write_text("\n".join(kept) + "\n")
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # events at or after the resumed step (written after the saved state) are dropped by TensorBoard
+            self.writer = SummaryWriter(self.tensorboard, purge_step=step + 1 if step > 0 else None)
         self.since = time.time()
 
     def add(self, terms: Mapping[str, float], step: int, epoch: int, lr: float, epoch_end: bool) -> None:
@@ -173,7 +191,19 @@ class TrainingLog:
                   **{k: v / self.count for k, v in self.sums.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, step)
+            if epoch_end:
+                self.writer.flush()
         self.sums, self.count, self.since = {}, 0, now
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer (the JSON-lines file is complete after every record)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 @dataclass
@@ -218,10 +248,11 @@ def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
     by ``(args.seed, epoch)``, incomplete last batch dropped) for one or many processes."""
     rank, world = tdist.get_rank(), tdist.get_world_size()
     if args.batch_size % world:
-        raise ValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes "
-                         "(one per GPU: --gpus, or torchrun's --nproc_per_node, sets their number)")
+        raise BadValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes "
+                            "(one per GPU: --gpus, or torchrun's --nproc_per_node, sets their number)")
     if len(dataset) < args.batch_size:
-        raise ValueError(f"the training list has {len(dataset)} images, fewer than --batch_size {args.batch_size}")
+        raise BadValueError(f"the training list has {len(dataset)} images, fewer than --batch_size "
+                            f"{args.batch_size}; pass a smaller --batch_size")
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
                                  drop_last=True)
     loader = DataLoader(dataset, batch_size=args.batch_size // world, sampler=sampler,
@@ -245,7 +276,7 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
     rank, world = tdist.get_rank(), tdist.get_world_size()
     main_process = tdist.is_main_process()
     if amp and device.type != "cuda":
-        raise ValueError(f"--amp True needs a CUDA device, got --device {device}")
+        raise BadValueError(f"--amp True needs a CUDA device, got --device {device}")
     sampler, loader = make_loader(dataset, args, device)
     per_rank, steps_per_epoch = args.batch_size // world, len(dataset) // args.batch_size
     if max_steps is None:
@@ -271,7 +302,7 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                         find_unused_parameters=find_unused_parameters)
-    log = TrainingLog(log_path, args.log_every, main_process)
+    log = TrainingLog(log_path, args.log_every, main_process, getattr(args, "tensorboard", None))
     log.start(arguments, optimizer.global_step)
     if main_process:
         print(arguments)
@@ -307,6 +338,7 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
             save_training_state(state_path, model=net, optimizer=optimizer, epoch=epoch + 1, settings=current,
                                 args=arguments, scaler=scaler)
     bar.close()
+    log.close()
     if main_process:
         save_checkpoint(net, final)
         print(f"done: {len(result.steps)} steps (at {optimizer.global_step}/{max_step}) in "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torchvision.models import ResNet50_Weights, ResNet101_Weights
 
-from tool.cli import UserError
+from tool.cli import MissingFileError
 
 BAIDU_WEIGHTS = "BaiduYun https://pan.baidu.com/s/1Y7K8o6FEIqdhAOTKgcA39g (access code: cvfg)"
 
@@ -97,7 +97,7 @@ def fetch_command(item: Published, target: Path) -> str:
     return f"python download_weights.py --files {item.key}{where}"
 
 
-class MissingWeights(UserError, FileNotFoundError):
+class MissingWeights(MissingFileError):
     """A weights file that is not there (a :class:`~tool.cli.UserError`: one ``error:`` line, status 2)."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tool.cli import MissingFileError
 from tool.label_io import read_label_png
 from vocabulary import CAT_LIST, NUM_CLASSES, Box
 
@@ -35,7 +36,7 @@ class Point:
 
 def _xml_root(path: Path) -> ET.Element:
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingFileError(f"annotation file not found: {path}")
     try:
         return ET.parse(path).getroot()
     except ET.ParseError as err:
@@ -145,7 +146,7 @@ def read_points(json_path: str | os.PathLike, image_size: tuple[int, int] | None
     """
     path = Path(json_path)
     if not path.is_file():
-        raise FileNotFoundError(f"point file not found: {path}")
+        raise MissingFileError(f"point file not found: {path}")
     try:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as err:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tool.cli import MissingFileError, WrongFileError
 from tool.label_io import read_image, read_label_png
 from tool.transforms import (
     color_jitter,
@@ -46,7 +47,7 @@ class ImageDataset(Dataset):
         self.ids = list(ids)
         self.image_dir = Path(voc12_root) / "JPEGImages"
         if not self.image_dir.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.image_dir} (check --voc12_root)")
+            raise MissingFileError(f"image folder not found: {self.image_dir} (check --voc12_root)")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -63,7 +64,7 @@ class ImageDataset(Dataset):
 def _check_labels(ids: Sequence[str], labels: Mapping[str, np.ndarray]) -> None:
     missing = [i for i in ids if i not in labels]
     if missing:
-        raise KeyError(f"no image-level label for {len(missing)} ids, e.g. {missing[:5]}")
+        raise WrongFileError(f"no image-level label for {len(missing)} ids, e.g. {missing[:5]}")
 
 
 class ClsTrainDataset(ImageDataset):
@@ -116,7 +117,7 @@ class AffTrainDataset(ImageDataset):
         super().__init__(ids, voc12_root)
         self.label_dir = Path(label_dir)
         if not self.label_dir.is_dir():
-            raise FileNotFoundError(f"seed label folder not found: {self.label_dir} (check --label_dir)")
+            raise MissingFileError(f"seed label folder not found: {self.label_dir} (check --label_dir)")
         self.crop_size = crop_size
         self.jitter = jitter
 
@@ -178,7 +179,7 @@ class SegTrainDataset(ImageDataset):
         super().__init__(ids, voc12_root)
         self.label_dir = Path(label_dir)
         if not self.label_dir.is_dir():
-            raise FileNotFoundError(f"label folder not found: {self.label_dir} (check --label_dir)")
+            raise MissingFileError(f"label folder not found: {self.label_dir} (check --label_dir)")
         self.crop_size = crop_size
         self.scale_range = tuple(scale_range)
 

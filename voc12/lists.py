@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from tool.cli import MissingFileError
 from tool.label_io import atomic_path
 
 LIST_FOLDER = Path("ImageSets") / "Segmentation"
@@ -34,7 +35,7 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     mark, as some Windows editors write, is dropped)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"id list not found: {path}")
+        raise MissingFileError(f"id list not found: {path}")
     with open(path, encoding="utf-8-sig") as f:
         return [_id_of(line.split()[0]) for line in f if line.strip()]
 
@@ -64,8 +65,8 @@ def resolve_list(name_or_path: str | os.PathLike, voc12_root: str | os.PathLike 
         if candidate.is_file():
             return candidate
     tried = ", ".join(str(c) for c in [given, *candidates])
-    raise FileNotFoundError(f"id list {str(name_or_path)!r} not found (tried {tried}); give a list file or "
-                            f"one of the shipped names {', '.join(f'{n}.txt' for n in STANDARD_SPLITS)}")
+    raise MissingFileError(f"id list {str(name_or_path)!r} not found (tried {tried}); give a list file or "
+                           f"one of the shipped names {', '.join(f'{n}.txt' for n in STANDARD_SPLITS)}")
 
 
 def read_list(name_or_path: str | os.PathLike, voc12_root: str | os.PathLike | None) -> list[str]:
@@ -88,7 +89,7 @@ def make_voc_lists(voc12_root: str | os.PathLike, out_dir: str | os.PathLike) ->
     """
     root = Path(voc12_root)
     if not root.is_dir():
-        raise FileNotFoundError(f"--voc12_root folder not found: {root}")
+        raise MissingFileError(f"--voc12_root folder not found: {root}")
     train = read_id_list(root / LIST_FOLDER / "train.txt")
     val = read_id_list(root / LIST_FOLDER / "val.txt")
     aug_dir = root / "SegmentationClassAug"

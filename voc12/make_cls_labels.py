@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from tool import cli
+from tool.cli import MissingFileError, WrongFileError, make_parser
 from tool.label_io import atomic_path, load_npz, save_npz
 from voc12.annotations import image_label_from_xml
 from voc12.lists import read_list
@@ -64,13 +67,13 @@ def load_cls_labels(path: str | os.PathLike, legacy_npy: bool = False) -> dict[s
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"class label file not found: {path}")
+        raise MissingFileError(f"class label file not found: {path}")
     if path.suffix == ".npy":
         if not legacy_npy:
-            raise ValueError(f"--cls_labels {path}: .npy class labels are pickled and are not loaded "
-                             "(unpickling runs code from the file); build an .npz from the XML files with "
-                             "'python -m voc12.make_cls_labels --voc12_root ROOT --list LIST --out "
-                             "cls_labels.npz', or leave --cls_labels out to read the XML files")
+            raise WrongFileError(f"--cls_labels {path}: .npy class labels are pickled and are not loaded "
+                                 "(unpickling runs code from the file); build an .npz from the XML files with "
+                                 "'python -m voc12.make_cls_labels --voc12_root ROOT --list LIST --out "
+                                 "cls_labels.npz', or leave --cls_labels out to read the XML files")
         raw = np.load(path, allow_pickle=True).item()  # trusted legacy file only (see docstring)
         pairs = [(_legacy_id(k), v) for k, v in raw.items()]
     elif path.suffix == ".json":
@@ -96,12 +99,12 @@ def image_labels(voc12_root: str | os.PathLike, ids: Sequence[str],
     labels = load_cls_labels(cls_labels_path, legacy_npy=legacy_npy)
     missing = [i for i in ids if i not in labels]
     if missing:
-        raise KeyError(f"{cls_labels_path}: no label for {len(missing)} ids, e.g. {missing[:5]}")
+        raise WrongFileError(f"{cls_labels_path}: no label for {len(missing)} ids, e.g. {missing[:5]}")
     return {i: labels[i] for i in ids}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Build image-level labels from VOC XML annotations.")
+    parser = make_parser("Build image-level labels from VOC XML annotations.")
     parser.add_argument("--voc12_root", required=True, type=str,
                         help="the VOC2012 folder (JPEGImages/, Annotations/, SegmentationClass/, ...)")
     parser.add_argument("--train_list", "--list", default="train_aug.txt", type=str,
@@ -122,4 +125,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(lambda: main(get_args_parser().parse_args())))

@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from tool.cli import MissingFileError, UserError, WrongFileError
 from tool.label_io import probe_output_dir, read_label_png, remove_stale_temporaries
 from voc12.annotations import image_label_from_xml
 from voc12.make_cls_labels import load_cls_labels
@@ -38,7 +39,7 @@ class BadFile:
         return f"{self.path}: {self.reason}"
 
 
-class BadFilesError(ValueError):
+class BadFilesError(WrongFileError):
     """Some listed images have bad input files (all of them are in ``bad``)."""
 
     def __init__(self, message: str, bad: Sequence[BadFile]):
@@ -48,6 +49,8 @@ class BadFilesError(ValueError):
 
 def _reason(err: Exception) -> str:
     text = str(err)
+    if isinstance(err, UserError):  # its message already says what is wrong
+        return text
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
@@ -103,10 +106,10 @@ def find_bad_files(ids: Sequence[str], voc12_root: str | os.PathLike, *, read_xm
     root = Path(voc12_root)
     image_dir = root / "JPEGImages"
     if not image_dir.is_dir():
-        raise FileNotFoundError(f"image folder not found: {image_dir} (check --voc12_root)")
+        raise MissingFileError(f"image folder not found: {image_dir} (check --voc12_root)")
     label_folder = None if label_dir is None else Path(label_dir)
     if label_folder is not None and not label_folder.is_dir():
-        raise FileNotFoundError(f"seed label folder not found: {label_folder} (check --label_dir)")
+        raise MissingFileError(f"seed label folder not found: {label_folder} (check --label_dir)")
     xml_dir = root / "Annotations" if read_xml else None
     labelled = None if cls_labels is None else set(load_cls_labels(cls_labels))
     cls_path = None if cls_labels is None else Path(cls_labels)
