@@ -30,8 +30,8 @@ from torch import nn
 from network.deeplab import ARCHITECTURES, TORCHVISION_FILES, SegNet, build_seg_net
 from tool import dist as tdist
 from tool.checkpoint import load_checkpoint
-from tool.cli import add_voc12_root, default_device, make_parser, str2bool
-from tool.segmentation import fill_recipe, seg_training_loss
+from tool.cli import HelpFormatter, add_voc12_root, default_device, str2bool
+from tool.segmentation import RecipeArgumentParser, seg_training_loss
 from tool.trainer import add_training_args, train
 from voc12 import NUM_CLASSES
 from voc12.data import SegTrainDataset
@@ -51,7 +51,7 @@ def default_backbone_weights(arch: str) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = make_parser(__doc__)
+    p = RecipeArgumentParser(description=__doc__, formatter_class=HelpFormatter)  # defaults of --arch filled
     add_voc12_root(p)
     p.add_argument("--train_list", default="train_aug.txt", type=str,
                    help="id list: a path, or a name under VOC12_ROOT/ImageSets/Segmentation")
@@ -116,7 +116,6 @@ def seg_objective(model: nn.Module, batch: dict, epoch: int) -> tuple[torch.Tens
 
 def main(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train; returns the loss of every step this run took (averaged over processes)."""
-    fill_recipe(args)
     with tdist.process_group(args.device) as device:
         if args.backbone_weights is None:
             args.backbone_weights = default_backbone_weights(args.arch)

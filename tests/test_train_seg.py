@@ -95,3 +95,12 @@ def test_pspnet_trains_with_its_auxiliary_loss_and_infers_from_its_checkpoint(ti
         "--infer_list", "val.txt", "--scales", "1.0", "--flip", "True", "--save_path", str(out), "--device", "cpu"]))
     assert summary.done == 3 and not summary.failed  # the checkpoint (auxiliary head included) loaded strictly
     assert json.loads((tmp_path / "pred.json").read_text())["num_images"] == 3
+
+
+def test_the_parsed_flags_hold_the_recipe_of_arch():
+    base = ["--voc12_root", "V", "--label_dir", "L"]
+    psp = train_seg.get_args_parser().parse_args([*base, "--lr", "0.005", "--arch", "pspnet_resnet101"])
+    assert (psp.max_iters, psp.batch_size, psp.crop_size, psp.lr, psp.wt_dec) == (33050, 16, 473, 0.005, 1e-4)
+    deeplab = train_seg.get_args_parser().parse_args(base)
+    assert (deeplab.max_iters, deeplab.batch_size, deeplab.crop_size, deeplab.lr, deeplab.wt_dec) == (
+        20000, 10, 321, 2.5e-4, 5e-4)

@@ -50,6 +50,17 @@ def fill_recipe(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+class RecipeArgumentParser(argparse.ArgumentParser):
+    """A parser whose result has the :class:`Recipe` flags that were not given filled from ``--arch``'s recipe
+    (:func:`fill_recipe`), so every reader of the parsed flags sees the values the run uses (e.g. the parent
+    process that chooses the GPU count by ``--batch_size``)."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        return fill_recipe(namespace), extras
+
+
 def segmentation_loss(scores: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Mean cross entropy over the pixels whose label is not 255.
 
