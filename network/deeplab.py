@@ -1,9 +1,11 @@
 """Segmentation networks of stage 4 (algorithm.md §4): DeepLab v2 / v3 and PSPNet heads on ResNet backbones.
 
 Every network maps ``(N, 3, H, W)`` ImageNet-normalized images to ``(N, C, H, W)`` class scores at the
-input resolution (bilinear upsampling of the stride-8 scores), offers ``get_parameter_groups()`` (the
-four groups of ``tool.optim``: backbone weights ×1, backbone biases ×2, head weights ×10, head biases
-×20) and ``load_backbone(path)`` for a local ImageNet (or stage-1) file. Architectures:
+input resolution (bilinear upsampling of the stride-8 scores; PSPNet in training mode also returns its
+auxiliary scores) and offers ``get_parameter_groups()`` (the four groups of ``tool.optim``: backbone
+weights ×1, backbone biases ×2, head weights ×10, head biases ×20; PSPNet: backbone ×1, new layers ×10,
+weight decay on all, as hszhao/semseg). ``train_seg.load_backbone`` fills the backbone from a local
+ImageNet (or stage-1) file. Architectures:
 
 - ``deeplabv2_resnet101``: torchvision's ResNet-101 at output stride 8 (dilation 2 in layer3, 4 in
   layer4), frozen BatchNorm (``FrozenBatchNorm2d``: batch size and GPU count do not change results, as
