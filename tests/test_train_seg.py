@@ -104,3 +104,6 @@ def test_the_parsed_flags_hold_the_recipe_of_arch():
     deeplab = train_seg.get_args_parser().parse_args(base)
     assert (deeplab.max_iters, deeplab.batch_size, deeplab.crop_size, deeplab.lr, deeplab.wt_dec) == (
         20000, 10, 321, 2.5e-4, 5e-4)
+    with pytest.raises(SystemExit) as refused:  # argparse's one-line error, status 2
+        train_seg.get_args_parser().parse_args([*base, "--arch", "pspnet_resnet50", "--batch_size", "1"])
+    assert refused.value.code == 2

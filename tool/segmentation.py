@@ -53,12 +53,16 @@ def fill_recipe(args: argparse.Namespace) -> argparse.Namespace:
 class RecipeArgumentParser(argparse.ArgumentParser):
     """A parser whose result has the :class:`Recipe` flags that were not given filled from ``--arch``'s recipe
     (:func:`fill_recipe`), so every reader of the parsed flags sees the values the run uses (e.g. the parent
-    process that chooses the GPU count by ``--batch_size``)."""
+    process that chooses the GPU count by ``--batch_size``). A PSPNet batch of one image is refused."""
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
                          ) -> tuple[argparse.Namespace, list[str]]:
         namespace, extras = super().parse_known_args(args, namespace)
-        return fill_recipe(namespace), extras
+        fill_recipe(namespace)
+        if namespace.arch.startswith("pspnet") and namespace.batch_size < 2:
+            self.error(f"--batch_size {namespace.batch_size}: {namespace.arch} needs 2 or more images per step "
+                       "(BatchNorm after the 1x1 pyramid pooling sees one value per image)")
+        return namespace, extras
 
 
 def segmentation_loss(scores: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
