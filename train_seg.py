@@ -1,8 +1,10 @@
 """Stage 4: train a segmentation network on a folder of label maps (algorithm.md §4, **OURS**).
 
 The labels may be pseudo labels, seeds, a baseline or ground truth (255 = ignored). Defaults are the
-DeepLab v2 recipe: ResNet-101 from ImageNet, batch 10, 20,000 iterations, lr 2.5e-4 (head ×10), SGD
-momentum 0.9, weight decay 5e-4, poly decay 0.9, random scale 0.5-2.0, crop 321, flip.
+recipe of ``--arch`` (docs/stage4.md): DeepLab v2's (ResNet-101 from ImageNet, batch 10, 20,000 iterations,
+lr 2.5e-4 (head ×10), weight decay 5e-4, crop 321) or, for pspnet_*, hszhao/semseg's VOC2012 one (batch 16,
+33,050 iterations = 50 epochs of train_aug, lr 0.01 (new layers ×10), weight decay 1e-4, crop 473, auxiliary
+loss weight 0.4); both SGD momentum 0.9, poly decay 0.9, random scale 0.5-2.0, flip.
 
     python train_seg.py --voc12_root $VOC --train_list train_aug.txt --label_dir out/box_pred \\
         --backbone_weights netWeights/resnet101-63fe2227.pth --session_name deeplabv2_box --save_dir netWeights
@@ -29,8 +31,8 @@ from network.deeplab import ARCHITECTURES, TORCHVISION_FILES, SegNet, build_seg_
 from tool import cli
 from tool import dist as tdist
 from tool.checkpoint import load_checkpoint
-from tool.cli import DEVICE_HELP, add_voc12_root, default_device, make_parser, str2bool
-from tool.segmentation import segmentation_loss
+from tool.cli import DEVICE_HELP, HelpFormatter, add_voc12_root, default_device, str2bool
+from tool.segmentation import RecipeArgumentParser, seg_training_loss
 from tool.trainer import add_training_args, run_files, train
 from tool.weights import missing_weights
 from voc12 import NUM_CLASSES
@@ -51,13 +53,14 @@ def default_backbone_weights(arch: str) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = make_parser(__doc__)
+    p = RecipeArgumentParser(description=__doc__, formatter_class=HelpFormatter)  # defaults of --arch filled
     add_voc12_root(p)
     p.add_argument("--train_list", default="train_aug.txt", type=str,
                    help="id list: a path, or a name under VOC12_ROOT/ImageSets/Segmentation")
     p.add_argument("--label_dir", required=True, type=str,
                    help="folder of <id>.png label maps (0..20, 255 = ignore): pseudo labels, seeds, ...")
-    p.add_argument("--arch", default="deeplabv2_resnet101", choices=ARCHITECTURES, help="network")
+    p.add_argument("--arch", default="deeplabv2_resnet101", choices=ARCHITECTURES,
+                   help="network (pspnet_*: PSPNet with its auxiliary loss; docs/stage4.md)")
     p.add_argument("--backbone_weights", default=None, type=str,
                    help="local ImageNet file of the backbone (torchvision ResNet .pth; for deeplabv2_resnet38 "
                         "a SEAM classifier .pth or the MXNet .params), or 'none' for random init; default "
@@ -65,14 +68,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "ilsvrc-cls_rna-a1_cls1000_ep-0001.params>. Nothing is downloaded")
     p.add_argument("--backbone_width", default=1.0, type=float,
                    help="ResNet-38 channel multiplier (deeplabv2_resnet38 only; 1 = published)")
-    p.add_argument("--max_iters", default=20000, type=int, help="training steps")
-    p.add_argument("--batch_size", default=10, type=int, help="global batch over all processes")
-    p.add_argument("--crop_size", default=321, type=int, help="square training crop (pixels)")
+    p.add_argument("--max_iters", default=None, type=int,
+                   help="training steps (default: 20000; pspnet_*: 33050)")
+    p.add_argument("--batch_size", default=None, type=int,
+                   help="global batch over all processes, in images (default: 10; pspnet_*: 16)")
+    p.add_argument("--crop_size", default=None, type=int,
+                   help="square training crop, in pixels (default: 321; pspnet_*: 473)")
     p.add_argument("--scale_range", default=(0.5, 2.0), type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="random scale factor range")
-    p.add_argument("--lr", default=2.5e-4, type=float,
-                   help="base lr of the backbone (head x10, biases x2), poly decay power 0.9")
-    p.add_argument("--wt_dec", default=5e-4, type=float, help="weight decay (weights only)")
+    p.add_argument("--lr", default=None, type=float,
+                   help="base lr of the backbone (head x10, biases x2; pspnet_*: new layers x10), poly decay "
+                        "power 0.9 (default: 2.5e-4; pspnet_*: 0.01; lower it on pseudo labels, docs/stage4.md)")
+    p.add_argument("--wt_dec", default=None, type=float,
+                   help="weight decay (weights only; pspnet_*: every parameter) (default: 5e-4; pspnet_*: 1e-4)")
     p.add_argument("--momentum", default=0.9, type=float, help="SGD momentum")
     p.add_argument("--amp", default=False, type=str2bool, help="float16 mixed precision (CUDA only)")
     p.add_argument("--num_workers", default=4, type=int, help="DataLoader workers per process")
@@ -104,9 +112,8 @@ def load_backbone(net: SegNet, path: str | os.PathLike) -> None:
 
 
 def seg_objective(model: nn.Module, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Cross entropy of one batch, 255 ignored."""
-    loss = segmentation_loss(model(batch["image"]), batch["label"])
-    return loss, {"loss": loss}
+    """Cross entropy of one batch, 255 ignored (PSPNet: plus 0.4 × its auxiliary head's)."""
+    return seg_training_loss(model(batch["image"]), batch["label"])
 
 
 def main(args: argparse.Namespace) -> list[dict[str, float]]:

@@ -30,6 +30,7 @@ EXCEPTIONS = {
     ("infer_seg", "--infer_list"): "optional: --image_dir labels every image of a folder instead",
     ("infer_seg", "--voc12_root"): "optional: --image_dir (and --gt_dir) replace it",
     ("download_weights", "--list"): "prints the table of published files; this script reads no id list",
+    ("train_seg", "--wt_dec"): "default per --arch (tool.segmentation.recipe): DeepLab v2's 5e-4, PSPNet's 1e-4",
 }
 # Earlier names that keep working (README commands and users' shell history): script -> {alias: flag}.
 ALIASES = {

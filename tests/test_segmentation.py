@@ -1,11 +1,15 @@
-"""Stage-4 loss (255 ignored) and multi-scale + flip inference against a loop over scales."""
+"""Stage-4 loss (255 ignored; PSPNet's auxiliary term), the per-architecture recipes, and multi-scale + flip
+inference against a loop over scales."""
+
+import argparse
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tool.segmentation import predict_probs, segmentation_loss
+from tool import segmentation as seg
+from tool.segmentation import fill_recipe, predict_probs, seg_training_loss, segmentation_loss
 
 
 def test_loss_is_the_mean_cross_entropy_of_the_labelled_pixels():
@@ -22,6 +26,49 @@ def test_loss_is_the_mean_cross_entropy_of_the_labelled_pixels():
     ignored = (label == 255).unsqueeze(1).expand_as(scores)
     assert torch.all(scores.grad[ignored] == 0) and torch.any(scores.grad[~ignored] != 0)
     assert segmentation_loss(scores.detach(), torch.full_like(label, 255)).item() == 0.0
+
+
+def labelled_mean_nll(scores, label):
+    """Reference: mean of -log softmax at the label over the pixels whose label is not 255, by a mask."""
+    keep = label != 255
+    picked = scores.log_softmax(1).gather(1, label.clamp(max=scores.shape[1] - 1).unsqueeze(1)).squeeze(1)
+    return -picked[keep].sum() / keep.sum()
+
+
+def test_pspnet_objective_adds_the_auxiliary_loss_at_weight_0_4():
+    g = torch.Generator().manual_seed(1)
+    main = torch.randn(3, 5, 7, 6, generator=g, requires_grad=True)
+    aux = torch.randn(3, 5, 7, 6, generator=g, requires_grad=True)
+    label = torch.randint(0, 5, (3, 7, 6), generator=g)
+    label[torch.rand(3, 7, 6, generator=g) < 0.25] = 255
+    loss, terms = seg_training_loss((main, aux), label)
+    expected_main, expected_aux = labelled_mean_nll(main, label), labelled_mean_nll(aux, label)
+    torch.testing.assert_close(loss, expected_main + 0.4 * expected_aux)
+    torch.testing.assert_close(terms["main_loss"], expected_main)
+    torch.testing.assert_close(terms["aux_loss"], expected_aux)
+    assert terms["loss"] is loss
+    loss.backward()
+    main_grad, aux_grad = main.grad.clone(), aux.grad.clone()
+    main.grad = aux.grad = None
+    labelled_mean_nll(main, label).backward()
+    labelled_mean_nll(aux, label).backward()
+    torch.testing.assert_close(main_grad, main.grad)
+    torch.testing.assert_close(aux_grad, 0.4 * aux.grad)  # the auxiliary head learns at 0.4 of the rate
+    single, single_terms = seg_training_loss(main.detach(), label)  # every other network: plain cross entropy
+    torch.testing.assert_close(single, expected_main.detach())
+    assert list(single_terms) == ["loss"]
+
+
+def test_recipe_defaults_follow_the_architecture_and_keep_explicit_flags():
+    psp = fill_recipe(argparse.Namespace(arch="pspnet_resnet101", max_iters=None, batch_size=None, crop_size=None,
+                                         lr=None, wt_dec=None))
+    assert (psp.max_iters, psp.batch_size, psp.crop_size, psp.lr, psp.wt_dec) == (33050, 16, 473, 0.01, 1e-4)
+    assert seg.PSPNET_RECIPE.max_iters == 50 * (10582 // 16)  # semseg: 50 epochs of train_aug, last batch dropped
+    deeplab = fill_recipe(argparse.Namespace(arch="deeplabv2_resnet101", max_iters=None, batch_size=None,
+                                             crop_size=None, lr=1e-4, wt_dec=None))
+    assert (deeplab.max_iters, deeplab.batch_size, deeplab.crop_size, deeplab.wt_dec) == (
+        seg.DEEPLAB_RECIPE.max_iters, 10, 321, 5e-4)
+    assert deeplab.lr == 1e-4  # given on the command line: kept
 
 
 class Asymmetric(torch.nn.Module):

@@ -80,3 +80,30 @@ def test_inference_writes_labels_crf_and_scores_and_resumes(tiny_voc, trained, t
     for image_id in ids:
         assert np.array_equal(read_label_png(tmp_path / "sharded" / f"{image_id}.png"),
                               read_label_png(out / f"{image_id}.png"))
+
+
+def test_pspnet_trains_with_its_auxiliary_loss_and_infers_from_its_checkpoint(tiny_voc, tmp_path):
+    args = seg_args(tiny_voc, tmp_path, "--arch", "pspnet_resnet50", "--max_iters", "2", "--crop_size", "41")
+    steps = train_seg.main(args)
+    assert args.wt_dec == 1e-4 and args.momentum == 0.9  # the recipe filled what the command line left out
+    assert len(steps) == 2 and all(np.isfinite(s["loss"]) for s in steps)
+    for s in steps:
+        assert s["loss"] == pytest.approx(s["main_loss"] + 0.4 * s["aux_loss"], rel=1e-5)
+    out = tmp_path / "pred"
+    summary = infer_seg.main(infer_seg.get_args_parser().parse_args([
+        "--weights", str(tmp_path / "seg.pth"), "--arch", "pspnet_resnet50", "--voc12_root", str(tiny_voc),
+        "--infer_list", "val.txt", "--scales", "1.0", "--flip", "True", "--save_path", str(out), "--device", "cpu"]))
+    assert summary.done == 3 and not summary.failed  # the checkpoint (auxiliary head included) loaded strictly
+    assert json.loads((tmp_path / "pred.json").read_text())["num_images"] == 3
+
+
+def test_the_parsed_flags_hold_the_recipe_of_arch():
+    base = ["--voc12_root", "V", "--label_dir", "L"]
+    psp = train_seg.get_args_parser().parse_args([*base, "--lr", "0.005", "--arch", "pspnet_resnet101"])
+    assert (psp.max_iters, psp.batch_size, psp.crop_size, psp.lr, psp.wt_dec) == (33050, 16, 473, 0.005, 1e-4)
+    deeplab = train_seg.get_args_parser().parse_args(base)
+    assert (deeplab.max_iters, deeplab.batch_size, deeplab.crop_size, deeplab.lr, deeplab.wt_dec) == (
+        20000, 10, 321, 2.5e-4, 5e-4)
+    with pytest.raises(SystemExit) as refused:  # argparse's one-line error, status 2
+        train_seg.get_args_parser().parse_args([*base, "--arch", "pspnet_resnet50", "--batch_size", "1"])
+    assert refused.value.code == 2

@@ -125,6 +125,19 @@ def save_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
         img.save(tmp, format="PNG")
 
 
+def save_index_png(path: str | os.PathLike, label: np.ndarray) -> None:
+    """Write a ``(H, W)`` uint8 label map as a single-channel 8-bit PNG (mode ``L``, no palette), atomically.
+
+    Each pixel value is the class id: what code that opens label PNGs as grayscale expects (OpenCV's
+    ``IMREAD_GRAYSCALE`` turns a palette PNG into the luminance of its colours, e.g. class 15 into 147).
+    """
+    label = np.asarray(label)
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise ValueError(f"{path}: expected a (H, W) uint8 label map, got {label.dtype} {label.shape}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(label, mode="L").save(tmp, format="PNG")
+
+
 def check_label(label: np.ndarray, hw: tuple[int, int] | None, source: str | os.PathLike) -> np.ndarray:
     """The one label-map validator: ``label`` as ``(H, W)`` uint8 if it is 2-D, ``hw``-shaped (when
     given) and holds only 0..20 or 255; else ``WrongFileError`` (a ``ValueError``) naming ``source``."""
