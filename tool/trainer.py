@@ -3,8 +3,11 @@
 ``train_SEAM.py``, ``train_aff_gated_aff.py`` and ``train_seg.py`` each build a network, a dataset and a
 loss function, then call :func:`train`, which owns the rest: the DataLoader (one ``DistributedSampler``
 for one or many processes, so the shuffle depends only on ``(seed, epoch)``), the poly-lr optimizer
-(``--optimizer``), DistributedDataParallel under ``torchrun``, mixed precision (``amp``, CUDA only), the
-tqdm bar, the training state after every epoch, ``--resume``, the JSON-lines log and the final weights.
+(``--optimizer``), DistributedDataParallel under ``torchrun`` or ``tool.dist.launch`` (with SyncBatchNorm on
+several GPUs, so that a trainable BatchNorm normalises over the global batch; frozen ones stay frozen), mixed
+precision (``amp``, CUDA only), the cuDNN autotuner on CUDA, the tqdm bar (its loss terms are the last log
+record's: the loop reads the terms back from the device once per record, not at every step), the training
+state after every epoch, ``--resume``, the JSON-lines log and the final weights.
 
 Files, in ``save_dir`` (``{s}`` = ``--session_name``):
 
@@ -43,7 +46,7 @@ from tqdm import tqdm
 
 from tool import dist as tdist
 from tool.checkpoint import save_checkpoint
-from tool.cli import str2bool
+from tool.cli import UserError, str2bool
 from tool.label_io import atomic_path
 from tool.optim import OPTIMIZERS, build_optimizer
 
@@ -137,13 +140,16 @@ def load_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.
 
 
 class TrainingLog:
-    """The JSON-lines curve of a run (see the module docstring); written by the main process only."""
+    """The JSON-lines curve of a run (see the module docstring); written by the main process only.
+
+    The loss terms stay on the device between records (summed in float64): reading them is a host
+    synchronisation, done once per record, not once per step."""
 
     def __init__(self, path: Path, every: int, enabled: bool):
         if every <= 0:
             raise ValueError(f"--log_every must be positive, got {every}")
         self.path, self.every, self.enabled = path, every, enabled
-        self.sums: dict[str, float] = {}
+        self.sums: torch.Tensor | None = None
         self.count, self.since = 0, time.time()
 
     def start(self, args: Mapping[str, Any], step: int) -> None:
@@ -161,19 +167,25 @@ class TrainingLog:
             tmp.write_text("\n".join(kept) + "\n")
         self.since = time.time()
 
-    def add(self, terms: Mapping[str, float], step: int, epoch: int, lr: float, epoch_end: bool) -> None:
-        """Accumulate one step's terms; write a record every ``every`` steps and at an epoch's end."""
-        for key, value in terms.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
+    def add(self, names: Sequence[str], terms: torch.Tensor, step: int, epoch: int, lr: float,
+            epoch_end: bool) -> dict[str, float] | None:
+        """Accumulate one step's terms ``(len(names),)``; every ``every`` steps and at an epoch's end write a
+        record and return it (``None`` otherwise, and always on other processes than the main one)."""
+        if not self.enabled:
+            return None
+        terms = terms.detach().double()
+        self.sums = terms if self.sums is None else self.sums + terms
         self.count += 1
-        if not (self.enabled and (step % self.every == 0 or epoch_end)):
-            return
+        if not (step % self.every == 0 or epoch_end):
+            return None
         now = time.time()
+        means = (self.sums / self.count).tolist()
         record = {"step": step, "epoch": epoch, "lr": lr, "seconds_per_step": (now - self.since) / self.count,
-                  **{k: v / self.count for k, v in self.sums.items()}}
+                  **dict(zip(names, means, strict=True))}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        self.sums, self.count, self.since = {}, 0, now
+        self.sums, self.count, self.since = None, 0, now
+        return record
 
 
 @dataclass
@@ -195,6 +207,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, 
     With an enabled ``scaler`` the forward runs under float16 autocast. Returns the logged loss terms
     averaged over the processes (the global batch's values when the loss averages per image).
     """
+    names, logged = optimizer_step(model, optimizer, batch, loss_fn, epoch, scaler)
+    return dict(zip(names, logged.tolist(), strict=True))
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, loss_fn: LossFn, epoch: int,
+                   scaler: torch.amp.GradScaler | None = None) -> tuple[list[str], torch.Tensor]:
+    """:func:`train_step` without reading the terms back: ``(names, terms (len(names),) on the device)``, so
+    that the host does not wait for the device at every step (``train`` reads them once per log record)."""
     amp = scaler is not None and scaler.is_enabled()
     device_type = next(iter(t for t in batch.values() if isinstance(t, torch.Tensor))).device.type
     with torch.autocast(device_type, dtype=torch.float16, enabled=amp):
@@ -208,8 +228,15 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, 
         objective.backward()
         optimizer.step()
     names = list(terms)
-    logged = tdist.mean_over_processes(torch.stack([terms[k].detach().float() for k in names]))
-    return dict(zip(names, logged.tolist(), strict=True))
+    return names, tdist.mean_over_processes(torch.stack([terms[k].detach().float() for k in names]))
+
+
+def use_cudnn_autotuner(device: torch.device) -> None:
+    """On CUDA let cuDNN time its convolution algorithms for the input shapes it meets and keep the fastest
+    (``torch.backends.cudnn.benchmark``): training batches are fixed-size crops (the incomplete last batch is
+    dropped), so each shape is timed once. Results then vary in the last bits between runs."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
@@ -217,9 +244,9 @@ def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
     """This process's share of every global batch of ``args.batch_size``: one ``DistributedSampler`` (shuffle
     by ``(args.seed, epoch)``, incomplete last batch dropped) for one or many processes."""
     rank, world = tdist.get_rank(), tdist.get_world_size()
-    if args.batch_size % world:
-        raise ValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes "
-                         "(one per GPU: --gpus, or torchrun's --nproc_per_node, sets their number)")
+    if args.batch_size % world:  # tool.dist.worker_count refuses this before the workers start
+        raise UserError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes "
+                        "(one per GPU: --gpus, or torchrun's --nproc_per_node, sets their number)")
     if len(dataset) < args.batch_size:
         raise ValueError(f"the training list has {len(dataset)} images, fewer than --batch_size {args.batch_size}")
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
@@ -253,6 +280,9 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
     else:
         max_epochs, max_step = math.ceil(max_steps / steps_per_epoch), max_steps
 
+    if world > 1 and device.type == "cuda":  # trainable BatchNorm (from scratch, deeplabv3) normalises over all GPUs;
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # frozen ones stay in eval mode (network.resnet38d)
+    use_cudnn_autotuner(device)
     net.to(device)
     net.train()
     optimizer = build_optimizer(args.optimizer, net.get_parameter_groups(), lr=args.lr,
@@ -286,19 +316,21 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
         torch.manual_seed(args.seed + 1 + epoch * world + rank)
         sampler.set_epoch(epoch)
         bar.set_description(f"epoch {epoch + 1}/{max_epochs}")
-        epoch_steps = []
+        epoch_terms = []  # on the device: read back once per log record and once per epoch
         for index, batch in enumerate(loader):
-            terms = train_step(model, optimizer, _to_device(batch, device), loss_fn, epoch, scaler)
-            epoch_steps.append(terms)
+            names, terms = optimizer_step(model, optimizer, _to_device(batch, device), loss_fn, epoch, scaler)
+            epoch_terms.append(terms)
             lr = optimizer.param_groups[0]["lr"]
             last = index + 1 == steps_per_epoch or optimizer.global_step == max_step
-            log.add(terms, optimizer.global_step, epoch + 1, lr, last)
-            images_per_s = (len(result.steps) + len(epoch_steps)) * args.batch_size / (time.time() - run_start)
-            bar.set_postfix({**{k: f"{v:.4f}" for k, v in terms.items()}, "lr": f"{lr:.2e}",
-                             "img/s": f"{images_per_s:.1f}"}, refresh=False)
+            record = log.add(names, terms, optimizer.global_step, epoch + 1, lr, last)
+            if record is not None:  # the bar shows the means of the last record
+                images_per_s = (len(result.steps) + len(epoch_terms)) * args.batch_size / (time.time() - run_start)
+                bar.set_postfix({**{k: f"{record[k]:.4f}" for k in names}, "lr": f"{lr:.2e}",
+                                 "img/s": f"{images_per_s:.1f}"}, refresh=False)
             bar.update(1)
             if optimizer.global_step == max_step:
                 break
+        epoch_steps = [dict(zip(names, row, strict=True)) for row in torch.stack(epoch_terms).tolist()]
         result.steps += epoch_steps
         result.epochs.append({k: sum(s[k] for s in epoch_steps) / len(epoch_steps) for k in epoch_steps[0]})
         if main_process:
