@@ -14,6 +14,7 @@ import train_aff_gated_aff
 import train_SEAM
 import train_seg
 from network.deeplab import build_seg_net
+from tool import cli
 from tool.cli import UserError
 from tool.dist import launch, worker_count
 
@@ -122,11 +123,13 @@ def test_a_failing_worker_stops_its_siblings_within_seconds(tmp_path, capfd):
     assert "Traceback" in err  # the worker's own traceback is kept on stderr, above the summary line
 
 
-def test_a_workers_user_error_is_one_error_line_naming_its_rank(tmp_path):
-    with pytest.raises(UserError, match=r"^worker 1 of 2: --weights w.pth: not found$"):
-        _launch_two(dist_workers.rank1_fails_while_rank0_waits_in_all_reduce, tmp_path,
-                    error=UserError("--weights w.pth: not found"))
-    assert time.time() - float((tmp_path / "failed_at").read_text()) < 20
+def test_a_workers_user_error_is_one_error_line_naming_its_rank(tmp_path, capfd):
+    """Under ``cli.run`` (every script's entry point): one ``error: …`` line and status 2, no traceback."""
+    status = cli.run(lambda: _launch_two(dist_workers.rank1_fails_while_rank0_waits_in_all_reduce, tmp_path,
+                                         error=UserError("--weights w.pth: not found")))
+    assert status == 2 and time.time() - float((tmp_path / "failed_at").read_text()) < 20
+    err = capfd.readouterr().err
+    assert err.strip().splitlines() == ["error: worker 1 of 2: --weights w.pth: not found"]
 
 
 def test_a_worker_that_ends_with_failures_does_not_stop_the_others(tmp_path):
