@@ -89,6 +89,11 @@ def test_worker_count_refuses_a_batch_the_workers_cannot_share(gpus, monkeypatch
         worker_count(9, "cuda")
     with pytest.raises(UserError, match="at least 1"):
         worker_count(0, "cuda")
+    with pytest.raises(UserError, match=r"--device cuda:8: 8 CUDA GPU\(s\) visible"):
+        worker_count(None, "cuda:8")
+    gpus(0)
+    with pytest.raises(UserError, match=r"--device cuda: 0 CUDA GPU\(s\) visible .* or pass --device cpu"):
+        worker_count(None, "cuda", 10)
     monkeypatch.setenv("WORLD_SIZE", "4")  # under torchrun: this process is one worker already
     assert worker_count(None, "cuda", 8) == 1 and worker_count(None, "cuda") == 1
     with pytest.raises(UserError, match=r"does not divide over torchrun's 4 processes"):

@@ -179,12 +179,16 @@ def test_loop_reads_the_loss_terms_back_once_per_record_not_per_step(tmp_path, m
     assert rows[1]["abs"] == pytest.approx(sum(s["abs"] for s in result.steps[5:]) / 5, rel=1e-12)
 
 
-def test_cudnn_autotuner_on_cuda_only(monkeypatch):
+def test_cudnn_autotuner_on_cuda_only_and_for_the_training_only(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    trainer.use_cudnn_autotuner(torch.device("cpu"))
+    with trainer.cudnn_autotuner(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark is False
+    with trainer.cudnn_autotuner(torch.device("cuda", 1)):  # sets a flag only: no GPU needed
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark is False  # per-image stages after it in the same process: off again
+    with pytest.raises(RuntimeError), trainer.cudnn_autotuner(torch.device("cuda")):
+        raise RuntimeError("a failed run")
     assert torch.backends.cudnn.benchmark is False
-    trainer.use_cudnn_autotuner(torch.device("cuda", 1))  # sets a flag only: no GPU needed
-    assert torch.backends.cudnn.benchmark is True
 
 
 def test_loader_refuses_a_batch_the_processes_cannot_share(tmp_path, monkeypatch):

@@ -132,8 +132,12 @@ def worker_count(gpus: int | None, device: str, batch_size: int | None = None) -
             raise UserError(f"--batch_size {batch_size} (the global batch) does not divide over torchrun's {world} "
                             f"processes: pass a multiple of {world}, or a --nproc_per_node that divides {batch_size}")
         return 1
-    cuda = torch.device(device).type == "cuda"
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
     visible = torch.cuda.device_count() if cuda else 0
+    if cuda and (dev.index or 0) >= visible:
+        raise UserError(f"--device {device}: {visible} CUDA GPU(s) visible (check the driver and "
+                        "CUDA_VISIBLE_DEVICES), or pass --device cpu")
     if gpus is not None:
         if gpus < 1:
             raise UserError(f"--gpus must be at least 1, got {gpus}")
@@ -144,7 +148,7 @@ def worker_count(gpus: int | None, device: str, batch_size: int | None = None) -
                             f"{gpus} workers; pass a --batch_size that is a multiple of {gpus}, or a --gpus that "
                             f"divides {batch_size}")
         return gpus
-    if not cuda or torch.device(device).index is not None or visible <= 1:
+    if not cuda or dev.index is not None or visible <= 1:
         return 1
     count = max(k for k in range(1, visible + 1) if batch_size is None or batch_size % k == 0)
     if count < visible:
@@ -179,7 +183,7 @@ def launch(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace, 
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     context = multiprocessing.get_context("spawn")
-    threads = 0 if kind == "GPU" else max(1, (os.cpu_count() or 1) // count)  # CPU workers share the cores
+    threads = max(1, len(os.sched_getaffinity(0)) // count)  # the workers share the cores (torchrun: 1 each)
     workers, reports = [], []
     try:
         for rank in range(count):
@@ -203,8 +207,7 @@ def _worker(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace,
             port: int, threads: int, report: multiprocessing.connection.Connection) -> None:
     """One worker: run ``main(args)``, send ``("done", status)``, ``("user", message)`` for a
     :class:`UserError` or ``("error", message)`` to the parent, and exit with the status."""
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(count),
                        "LOCAL_WORLD_SIZE": str(count), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     try:

@@ -29,11 +29,12 @@ settings ends with the same weights as the uninterrupted run (same process and w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,12 +232,20 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: di
     return names, tdist.mean_over_processes(torch.stack([terms[k].detach().float() for k in names]))
 
 
-def use_cudnn_autotuner(device: torch.device) -> None:
-    """On CUDA let cuDNN time its convolution algorithms for the input shapes it meets and keep the fastest
-    (``torch.backends.cudnn.benchmark``): training batches are fixed-size crops (the incomplete last batch is
-    dropped), so each shape is timed once. Results then vary in the last bits between runs."""
+@contextlib.contextmanager
+def cudnn_autotuner(device: torch.device) -> Iterator[None]:
+    """On CUDA, for the block, let cuDNN time its convolution algorithms for each input shape it meets and keep
+    the fastest (``torch.backends.cudnn.benchmark``): training batches are fixed-size crops (the incomplete last
+    batch is dropped), so each shape is timed once; results then vary in the last bits between runs. The flag
+    is restored after the block: the per-image stages that may follow in the same process (``run_pipeline.py``)
+    meet a new shape with nearly every image, and would time each."""
+    previous = torch.backends.cudnn.benchmark
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
@@ -282,7 +291,6 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
 
     if world > 1 and device.type == "cuda":  # trainable BatchNorm (from scratch, deeplabv3) normalises over all GPUs;
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # frozen ones stay in eval mode (network.resnet38d)
-    use_cudnn_autotuner(device)
     net.to(device)
     net.train()
     optimizer = build_optimizer(args.optimizer, net.get_parameter_groups(), lr=args.lr,
@@ -309,35 +317,36 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
               f"steps/epoch, {max_step} steps, from epoch {first_epoch + 1}", flush=True)
 
     result = TrainResult()
-    bar = tqdm(total=max_step, initial=optimizer.global_step, unit="step", disable=not main_process,
-               dynamic_ncols=True)
-    run_start = time.time()
-    for epoch in range(first_epoch, max_epochs):
-        torch.manual_seed(args.seed + 1 + epoch * world + rank)
-        sampler.set_epoch(epoch)
-        bar.set_description(f"epoch {epoch + 1}/{max_epochs}")
-        epoch_terms = []  # on the device: read back once per log record and once per epoch
-        for index, batch in enumerate(loader):
-            names, terms = optimizer_step(model, optimizer, _to_device(batch, device), loss_fn, epoch, scaler)
-            epoch_terms.append(terms)
-            lr = optimizer.param_groups[0]["lr"]
-            last = index + 1 == steps_per_epoch or optimizer.global_step == max_step
-            record = log.add(names, terms, optimizer.global_step, epoch + 1, lr, last)
-            if record is not None:  # the bar shows the means of the last record
-                images_per_s = (len(result.steps) + len(epoch_terms)) * args.batch_size / (time.time() - run_start)
-                bar.set_postfix({**{k: f"{record[k]:.4f}" for k in names}, "lr": f"{lr:.2e}",
-                                 "img/s": f"{images_per_s:.1f}"}, refresh=False)
-            bar.update(1)
-            if optimizer.global_step == max_step:
-                break
-        epoch_steps = [dict(zip(names, row, strict=True)) for row in torch.stack(epoch_terms).tolist()]
-        result.steps += epoch_steps
-        result.epochs.append({k: sum(s[k] for s in epoch_steps) / len(epoch_steps) for k in epoch_steps[0]})
-        if main_process:
-            tqdm.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.epochs[-1].items())
-                       + f", lr {optimizer.param_groups[0]['lr']:.2e}", file=sys.stdout)
-            save_training_state(state_path, model=net, optimizer=optimizer, epoch=epoch + 1, settings=current,
-                                args=arguments, scaler=scaler)
+    with cudnn_autotuner(device):
+        bar = tqdm(total=max_step, initial=optimizer.global_step, unit="step", disable=not main_process,
+                   dynamic_ncols=True)
+        run_start = time.time()
+        for epoch in range(first_epoch, max_epochs):
+            torch.manual_seed(args.seed + 1 + epoch * world + rank)
+            sampler.set_epoch(epoch)
+            bar.set_description(f"epoch {epoch + 1}/{max_epochs}")
+            epoch_terms = []  # on the device: read back once per log record and once per epoch
+            for index, batch in enumerate(loader):
+                names, terms = optimizer_step(model, optimizer, _to_device(batch, device), loss_fn, epoch, scaler)
+                epoch_terms.append(terms)
+                lr = optimizer.param_groups[0]["lr"]
+                last = index + 1 == steps_per_epoch or optimizer.global_step == max_step
+                record = log.add(names, terms, optimizer.global_step, epoch + 1, lr, last)
+                if record is not None:  # the bar shows the means of the last record
+                    images_per_s = (len(result.steps) + len(epoch_terms)) * args.batch_size / (time.time() - run_start)
+                    bar.set_postfix({**{k: f"{record[k]:.4f}" for k in names}, "lr": f"{lr:.2e}",
+                                     "img/s": f"{images_per_s:.1f}"}, refresh=False)
+                bar.update(1)
+                if optimizer.global_step == max_step:
+                    break
+            epoch_steps = [dict(zip(names, row, strict=True)) for row in torch.stack(epoch_terms).tolist()]
+            result.steps += epoch_steps
+            result.epochs.append({k: sum(s[k] for s in epoch_steps) / len(epoch_steps) for k in epoch_steps[0]})
+            if main_process:
+                tqdm.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.epochs[-1].items())
+                           + f", lr {optimizer.param_groups[0]['lr']:.2e}", file=sys.stdout)
+                save_training_state(state_path, model=net, optimizer=optimizer, epoch=epoch + 1, settings=current,
+                                    args=arguments, scaler=scaler)
     bar.close()
     if main_process:
         save_checkpoint(net, final)
