@@ -14,6 +14,10 @@ one value. ``summary.json`` holds the scores (%, as printed), the plan as run, t
     python run_pipeline.py --set cam_epochs=6 --set seg.iters=50 --work_dir data/short
     python run_pipeline.py --supervision box --stages a2gnn evaluate
     python run_pipeline.py --voc12_root $VOC --cam_weights netWeights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
+
+On CUDA each training stage (``train_SEAM``, ``train_aff_gated_aff``, ``train_seg``) runs one at a time on every
+visible GPU, through the same ``tool.dist.launch`` as the script run alone (one DistributedDataParallel worker per
+GPU; ``--gpus`` limits it), with DataLoader workers on the CPU cores; the run's first lines say what it uses.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from stages.plans import PLANS, SEG_PLANS, apply_overrides, default_plan_name, plan_record, provenance
 from tool import cli
 from tool.cli import DEVICE_HELP, default_device, make_parser
+from tool.dist import add_gpus_argument, launch
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import confusion_matrix, grid_label, scores_from_confusion
 from voc12.lists import read_list, write_id_list
@@ -44,6 +50,8 @@ STAGES = ("data", "cam_train", "cam_eval", "cam_infer", "seeds", "baselines", "a
 SUPERVISIONS = ("image", "point", "scribble", "box")
 PER_IMAGE_SCRIPTS = {"infer_SEAM", "make_seed_labels", "make_baseline_labels", "train_infer_A2GNN_box",
                      "train_infer_A2GNN_others"}  # these take --shard i/n
+TRAINING_SCRIPTS = {"train_SEAM", "train_aff_gated_aff", "train_seg"}  # through tool.dist.launch: every GPU
+MAX_LOADER_WORKERS = 8  # DataLoader workers per GPU worker by default
 AFF_RADIUS = {"image": 3, "point": 3, "scribble": 4, "box": 4}  # algorithm.md §2.2
 
 
@@ -84,6 +92,8 @@ class Pipeline:
         self.root = Path(args.voc12_root) if args.voc12_root else self.work / "VOC2012"
         self.synthetic = args.voc12_root is None
         self.sups = SUPERVISIONS if args.supervision == "all" else (args.supervision,)
+        self.cuda = torch.device(args.device).type == "cuda"
+        self.num_workers = loader_workers(args.device) if args.num_workers is None else args.num_workers
         self.seconds: dict[str, dict[str, float]] = {s: {} for s in self.sups}
         self.stage_seconds: dict[str, float] = {}  # wall time of each stage, shared stages once
         self.failures: list[str] = []
@@ -94,21 +104,46 @@ class Pipeline:
         self.cam_pred = self.work / "cam_pred"
 
     # --- plumbing -------------------------------------------------------------------------------
+    def devices(self) -> str:
+        """One line: where the training stages, their data loaders and the per-image stages run."""
+        loaders = f"{self.num_workers} DataLoader workers per process (--num_workers)"
+        per_image = f"per-image stages: {self.args.jobs} process(es) (--jobs)"
+        device = torch.device(self.args.device)
+        if device.type != "cuda":
+            return f"devices: training stages in this process on {self.args.device}, {loaders}; {per_image}"
+        if device.index is not None:
+            gpus = f"{self.args.device} only"
+        elif self.args.gpus is not None:
+            gpus = f"{self.args.gpus} GPUs (--gpus)"
+        else:
+            gpus = (f"every visible GPU ({torch.cuda.device_count()}; fewer where a stage's --batch_size does not "
+                    "divide over them)")
+        return (f"devices: training stages on {gpus}, one DistributedDataParallel worker each (tool.dist.launch), "
+                f"one stage at a time, {loaders}; {per_image}")
+
     def run(self, script: str, argv: Sequence[str]) -> None:
         """Run ``script.main`` with ``argv`` (printed as the equivalent shell command).
 
         A per-image script runs as ``--jobs`` processes with ``--shard i/jobs`` and one thread each when
         ``--jobs`` > 1: on a CPU, small per-image work scales better over processes than over threads.
+        A training script goes through ``tool.dist.launch``, as when run alone: on CUDA one worker per visible GPU
+        (``--gpus``), on a CPU this process.
         """
         argv = [str(a) for a in argv]
+        if script in TRAINING_SCRIPTS and self.args.gpus is not None:
+            argv += ["--gpus", str(self.args.gpus)]
         jobs = self.args.jobs if script in PER_IMAGE_SCRIPTS else 1
         if jobs > 1:
             code = self._run_sharded(script, argv, jobs)
         else:
             print(f"\n$ python {script}.py {' '.join(argv)}", flush=True)
             module = importlib.import_module(script)
-            result = module.main(module.get_args_parser().parse_args(argv))
-            code = getattr(result, "exit_code", result)
+            parsed = module.get_args_parser().parse_args(argv)
+            if script in TRAINING_SCRIPTS:
+                code = launch(module.main, parsed, parsed.gpus, parsed.device)
+            else:
+                result = module.main(parsed)
+                code = getattr(result, "exit_code", result)
         self._report(script, code)
 
     def _report(self, script: str, code: object) -> None:
@@ -140,9 +175,10 @@ class Pipeline:
 
     def run_each(self, script: str, argvs: Sequence[Sequence]) -> None:
         """Run ``script.main`` once per argument list: as ``--jobs`` processes at a time when ``--jobs`` > 1
-        (independent runs, e.g. one segmentation net each), else one after the other in this process."""
+        (independent runs, e.g. one segmentation net each), else one after the other in this process. On CUDA
+        training runs go one after the other, each on every GPU."""
         argvs = [[str(a) for a in argv] for argv in argvs]
-        if (self.args.jobs or 1) > 1 and len(argvs) > 1:
+        if (self.args.jobs or 1) > 1 and len(argvs) > 1 and not (self.cuda and script in TRAINING_SCRIPTS):
             self._report(script, self._run_processes(script, argvs, self.args.jobs))
         else:
             for argv in argvs:
@@ -235,7 +271,7 @@ class Pipeline:
                                 "--lr", p.cam_lr, "--momentum", momentum, "--optimizer", p.cam_optimizer,
                                 "--cls_only_epochs", p.cam_cls_only_epochs, "--pcm_only_epochs", p.cam_pcm_only_epochs,
                                 "--color_jitter", *p.jitter,
-                                "--num_workers", self.args.num_workers, "--session_name", "resnet38_SEAM",
+                                "--num_workers", self.num_workers, "--session_name", "resnet38_SEAM",
                                 "--save_dir", self.weights, *self.common()])
 
     def cam_eval(self) -> None:
@@ -274,7 +310,7 @@ class Pipeline:
                                 "--out_cam", self.cam_dir,
                                 "--out_cam_pred", self.cam_pred, "--out_cam_pred_bg_power", 4,
                                 "--crf", self.cam_seeds,
-                                "--ori_crf", self.cam_full, "--num_workers", self.args.num_workers,
+                                "--ori_crf", self.cam_full, "--num_workers", self.num_workers,
                                 "--overwrite", self.redo("cam_infer"), *self.common()])
 
     def seeds(self, sup: str) -> None:
@@ -310,7 +346,7 @@ class Pipeline:
             ["--voc12_root", self.root, "--train_list", self.args.train_list, "--label_dir", self.aff_label_dir(sup),
              "--weights", self.weights / "resnet38_SEAM.pth", "--backbone_width", p.width, "--radius", AFF_RADIUS[sup],
              "--max_epoches", p.aff_epochs, "--batch_size", p.aff_batch, "--crop_size", p.aff_crop, "--lr", p.aff_lr,
-             "--color_jitter", *p.jitter, "--num_workers", self.args.num_workers, "--session_name", f"aff_{sup}",
+             "--color_jitter", *p.jitter, "--num_workers", self.num_workers, "--session_name", f"aff_{sup}",
              "--save_dir", self.weights, *self.common()]
             for sup in todo])
 
@@ -373,7 +409,7 @@ class Pipeline:
             ["--voc12_root", self.root, "--train_list", self.infer_list, "--label_dir", label_dir, "--arch", plan.arch,
              *width, *init, "--max_iters", plan.iters, "--batch_size", plan.batch, "--crop_size", plan.crop,
              "--scale_range", *plan.scale_range, "--lr", plan.lr, "--optimizer", plan.optimizer,
-             "--num_workers", self.args.num_workers, "--session_name", name, "--save_dir", ckpts[name].parent,
+             "--num_workers", self.num_workers, "--session_name", name, "--save_dir", ckpts[name].parent,
              *self.common()]
             for name, label_dir in nets.items() if not ckpts[name].is_file() or self.redo("seg")])
         preds = {name: self.work / "seg" / "val" / name for name in nets}
@@ -511,13 +547,26 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "pseudo labels)")
     parser.add_argument("--cam_weights", default=None,
                         help="init of the classifier (ImageNet .params or a .pth); default: from scratch")
-    parser.add_argument("--num_workers", default=0, type=int, help="DataLoader workers")
+    parser.add_argument("--num_workers", default=None, type=int,
+                        help="DataLoader workers per training (or CAM inference) process (default: 0 on CPU; on "
+                             f"CUDA the CPU cores per visible GPU, at most {MAX_LOADER_WORKERS})")
     parser.add_argument("--jobs", default=None, type=int,
-                        help="processes for the per-image stages (default: CPU cores on CPU, 1 on CUDA)")
+                        help="processes for the per-image stages, and on CPU for independent training runs "
+                             "(default: CPU cores on CPU, 1 on CUDA)")
     parser.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     parser.add_argument("--seed", default=0, type=int,
                         help="seed of the generated dataset and of every stage (integer)")
-    return parser
+    return add_gpus_argument(parser)
+
+
+def loader_workers(device: str) -> int:
+    """Default ``--num_workers``: 0 on a CPU (training already keeps the cores busy); on CUDA the CPU cores
+    shared by the GPU workers, 1 to ``MAX_LOADER_WORKERS`` each, so that decoding and augmentation run beside
+    the GPU instead of inside the training loop."""
+    if torch.device(device).type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(MAX_LOADER_WORKERS, cores // max(1, torch.cuda.device_count())))
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -528,6 +577,7 @@ def main(args: argparse.Namespace) -> dict:
     smoke_test = pipe.plan_name == "quick"
     if smoke_test:
         print(f"*** {SMOKE_TEST} ***")
+    print(pipe.devices(), flush=True)
     print(f"pipeline: {pipe.plan_name} plan {plan_record(pipe.plan_name, pipe.plan, pipe.seg_plan, pipe.overrides)}")
     print(f"data: {pipe.root}; supervisions: {', '.join(pipe.sups)}; work dir: {pipe.work}")
     steps = [("data", None), ("cam_train", None), ("cam_eval", None), ("cam_infer", None)]

@@ -131,8 +131,6 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
         net = build_seg_net(args.arch, NUM_CLASSES, args.backbone_width)
         if not args.resume and args.backbone_weights.lower() != "none":
             load_backbone(net, args.backbone_weights)
-        if tdist.get_world_size() > 1 and device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # trainable BatchNorm (deeplabv3) over all GPUs
         result = train(net, seg_objective, dataset, args, device, SETTINGS, max_steps=args.max_iters, amp=args.amp)
     return result.steps
 

@@ -29,6 +29,8 @@ BACKBONE_MODULES = (
 )  # fmt: skip
 # Blocks the SEAM classifier and the affinity network keep frozen (their ``not_training`` list).
 FROZEN_BLOCKS = ("conv1a", "b2", "b2_1", "b2_2")
+# The BatchNorm kinds ``Net.train`` keeps in eval mode: its own, and what SyncBatchNorm conversion makes of them.
+FROZEN_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
 def scaled(channels: int, width: float) -> int:
@@ -185,7 +187,8 @@ class Net(nn.Module):
         return self.forward_as_dict(x)["conv6"]
 
     def train(self, mode: bool = True) -> Net:
-        """Set train/eval mode but keep every BatchNorm in eval mode (running statistics only).
+        """Set train/eval mode but keep every BatchNorm in eval mode (running statistics only), also after
+        ``nn.SyncBatchNorm.convert_sync_batchnorm`` (several GPUs) replaced them by ``SyncBatchNorm``.
 
         With ``from_scratch`` BatchNorm follows ``mode`` like any other module.
         """
@@ -193,6 +196,6 @@ class Net(nn.Module):
         if self.from_scratch:
             return self
         for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d):
+            if isinstance(module, FROZEN_NORMS):
                 module.eval()
         return self

@@ -10,7 +10,7 @@ import train_infer_A2GNN_others as others_script
 from network.resnet38_aff_gated import Net
 from tool.cam import save_cams
 from tool.checkpoint import save_checkpoint
-from tool.dist import launch, worker_count
+from tool.dist import launch
 from tool.label_io import load_npz, read_label_png, save_label_png
 
 SIZE = (44, 60)  # H, W: not multiples of 8
@@ -171,17 +171,6 @@ def test_two_cpu_workers_write_what_one_process_writes(fake_voc, tmp_path, capsy
     assert names == sorted(p.name for p in outputs[2].iterdir()) == [f"{i}.png" for i in IDS]
     for name in names:
         assert np.array_equal(read_label_png(outputs[1] / name), read_label_png(outputs[2] / name))
-
-
-def test_worker_count(monkeypatch):
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert worker_count(None, "cpu") == 1 and worker_count(3, "cpu") == 3
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert worker_count(None, "cuda") == 2 and worker_count(1, "cuda") == 1 and worker_count(None, "cuda:1") == 1
-    with pytest.raises(ValueError, match="only 2 GPU"):
-        worker_count(4, "cuda")
-    monkeypatch.setenv("WORLD_SIZE", "4")  # under torchrun: this process is one worker already
-    assert worker_count(None, "cuda") == 1
 
 
 def test_amp_reaches_the_model_on_cpu(fake_voc, tmp_path):

@@ -209,3 +209,41 @@ def test_tensorboard_without_the_package_is_one_clear_error(tmp_path, monkeypatc
     with pytest.raises(cli.UserError, match="--tensorboard needs the tensorboard package: pip install"):
         run(tmp_path, tensorboard=str(tmp_path / "tb"))
     assert not (tmp_path / "toy.pth").exists()
+
+
+def test_loop_reads_the_loss_terms_back_once_per_record_not_per_step(tmp_path, monkeypatch):
+    """Reading a CUDA tensor on the host waits for the device: the loop keeps the terms on the device and
+    reads them at each log record and epoch end (3 reads for 10 steps here), never with ``.item()``."""
+    reads = {"tolist": 0, "item": 0}
+    for name in reads:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _name=name, _original=original, **k):
+            reads[_name] += self.is_floating_point()  # not the sampler's permutation or the loader's seed
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    result = trainer.train(Linear(), objective, NoisyPoints(40), loop_args(tmp_path, max_epoches=1, log_every=5),
+                           torch.device("cpu"), SETTINGS)
+    assert len(result.steps) == 10 and reads == {"tolist": 3, "item": 0}  # records at steps 5, 10; the epoch
+    rows = [json.loads(line) for line in (tmp_path / "toy_log.jsonl").read_text().splitlines()][1:]
+    assert [r["step"] for r in rows] == [5, 10]
+    assert rows[1]["abs"] == pytest.approx(sum(s["abs"] for s in result.steps[5:]) / 5, rel=1e-12)
+
+
+def test_cudnn_autotuner_on_cuda_only_and_for_the_training_only(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    with trainer.cudnn_autotuner(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark is False
+    with trainer.cudnn_autotuner(torch.device("cuda", 1)):  # sets a flag only: no GPU needed
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark is False  # per-image stages after it in the same process: off again
+    with pytest.raises(RuntimeError), trainer.cudnn_autotuner(torch.device("cuda")):
+        raise RuntimeError("a failed run")
+    assert torch.backends.cudnn.benchmark is False
+
+
+def test_loader_refuses_a_batch_the_processes_cannot_share(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")  # torchrun's processes; launch refuses this before starting workers
+    with pytest.raises(cli.UserError, match=r"--batch_size 4 \(global\) must be divisible by the 3 processes"):
+        trainer.make_loader(NoisyPoints(), loop_args(tmp_path), torch.device("cpu"))

@@ -3,8 +3,11 @@
 ``train_SEAM.py``, ``train_aff_gated_aff.py`` and ``train_seg.py`` each build a network, a dataset and a
 loss function, then call :func:`train`, which owns the rest: the DataLoader (one ``DistributedSampler``
 for one or many processes, so the shuffle depends only on ``(seed, epoch)``), the poly-lr optimizer
-(``--optimizer``), DistributedDataParallel under ``torchrun``, mixed precision (``amp``, CUDA only), the
-tqdm bar, the training state after every epoch, ``--resume``, the JSON-lines log and the final weights.
+(``--optimizer``), DistributedDataParallel under ``torchrun`` or ``tool.dist.launch`` (with SyncBatchNorm on
+several GPUs, so that a trainable BatchNorm normalises over the global batch; frozen ones stay frozen), mixed
+precision (``amp``, CUDA only), the cuDNN autotuner on CUDA, the tqdm bar (its loss terms are the last log
+record's: the loop reads the terms back from the device once per record, not at every step), the training
+state after every epoch, ``--resume``, the JSON-lines log and the final weights.
 
 Files, in ``save_dir`` (``{s}`` = ``--session_name``):
 
@@ -29,11 +32,12 @@ settings ends with the same weights as the uninterrupted run (same process and w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,7 +147,10 @@ def load_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.
 
 
 class TrainingLog:
-    """The JSON-lines curve of a run (see the module docstring); written by the main process only."""
+    """The JSON-lines curve of a run (see the module docstring); written by the main process only.
+
+    The loss terms stay on the device between records (summed in float64): reading them is a host
+    synchronisation, done once per record, not once per step."""
 
     def __init__(self, path: Path, every: int, enabled: bool, tensorboard: str | None = None):
         if every <= 0:
@@ -156,7 +163,7 @@ class TrainingLog:
             except ImportError:
                 raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
                                 "(or leave --tensorboard out; the JSON-lines log is written either way)") from None
-        self.sums: dict[str, float] = {}
+        self.sums: torch.Tensor | None = None
         self.count, self.since = 0, time.time()
 
     def start(self, args: Mapping[str, Any], step: int) -> None:
@@ -179,16 +186,21 @@ class TrainingLog:
             self.writer = SummaryWriter(self.tensorboard, purge_step=step + 1 if step > 0 else None)
         self.since = time.time()
 
-    def add(self, terms: Mapping[str, float], step: int, epoch: int, lr: float, epoch_end: bool) -> None:
-        """Accumulate one step's terms; write a record every ``every`` steps and at an epoch's end."""
-        for key, value in terms.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
+    def add(self, names: Sequence[str], terms: torch.Tensor, step: int, epoch: int, lr: float,
+            epoch_end: bool) -> dict[str, float] | None:
+        """Accumulate one step's terms ``(len(names),)``; every ``every`` steps and at an epoch's end write a
+        record and return it (``None`` otherwise, and always on other processes than the main one)."""
+        if not self.enabled:
+            return None
+        terms = terms.detach().double()
+        self.sums = terms if self.sums is None else self.sums + terms
         self.count += 1
-        if not (self.enabled and (step % self.every == 0 or epoch_end)):
-            return
+        if not (step % self.every == 0 or epoch_end):
+            return None
         now = time.time()
+        means = (self.sums / self.count).tolist()
         record = {"step": step, "epoch": epoch, "lr": lr, "seconds_per_step": (now - self.since) / self.count,
-                  **{k: v / self.count for k, v in self.sums.items()}}
+                  **dict(zip(names, means, strict=True))}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -197,7 +209,8 @@ class TrainingLog:
                     self.writer.add_scalar(key, value, step)
             if epoch_end:
                 self.writer.flush()
-        self.sums, self.count, self.since = {}, 0, now
+        self.sums, self.count, self.since = None, 0, now
+        return record
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer (the JSON-lines file is complete after every record)."""
@@ -225,6 +238,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, 
     With an enabled ``scaler`` the forward runs under float16 autocast. Returns the logged loss terms
     averaged over the processes (the global batch's values when the loss averages per image).
     """
+    names, logged = optimizer_step(model, optimizer, batch, loss_fn, epoch, scaler)
+    return dict(zip(names, logged.tolist(), strict=True))
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, loss_fn: LossFn, epoch: int,
+                   scaler: torch.amp.GradScaler | None = None) -> tuple[list[str], torch.Tensor]:
+    """:func:`train_step` without reading the terms back: ``(names, terms (len(names),) on the device)``, so
+    that the host does not wait for the device at every step (``train`` reads them once per log record)."""
     amp = scaler is not None and scaler.is_enabled()
     device_type = next(iter(t for t in batch.values() if isinstance(t, torch.Tensor))).device.type
     with torch.autocast(device_type, dtype=torch.float16, enabled=amp):
@@ -238,8 +259,23 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, 
         objective.backward()
         optimizer.step()
     names = list(terms)
-    logged = tdist.mean_over_processes(torch.stack([terms[k].detach().float() for k in names]))
-    return dict(zip(names, logged.tolist(), strict=True))
+    return names, tdist.mean_over_processes(torch.stack([terms[k].detach().float() for k in names]))
+
+
+@contextlib.contextmanager
+def cudnn_autotuner(device: torch.device) -> Iterator[None]:
+    """On CUDA, for the block, let cuDNN time its convolution algorithms for each input shape it meets and keep
+    the fastest (``torch.backends.cudnn.benchmark``): training batches are fixed-size crops (the incomplete last
+    batch is dropped), so each shape is timed once; results then vary in the last bits between runs. The flag
+    is restored after the block: the per-image stages that may follow in the same process (``run_pipeline.py``)
+    meet a new shape with nearly every image, and would time each."""
+    previous = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
@@ -247,7 +283,7 @@ def make_loader(dataset: Dataset, args: argparse.Namespace, device: torch.device
     """This process's share of every global batch of ``args.batch_size``: one ``DistributedSampler`` (shuffle
     by ``(args.seed, epoch)``, incomplete last batch dropped) for one or many processes."""
     rank, world = tdist.get_rank(), tdist.get_world_size()
-    if args.batch_size % world:
+    if args.batch_size % world:  # tool.dist.worker_count refuses this before the workers start
         raise BadValueError(f"--batch_size {args.batch_size} (global) must be divisible by the {world} processes "
                             "(one per GPU: --gpus, or torchrun's --nproc_per_node, sets their number)")
     if len(dataset) < args.batch_size:
@@ -284,6 +320,8 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
     else:
         max_epochs, max_step = math.ceil(max_steps / steps_per_epoch), max_steps
 
+    if world > 1 and device.type == "cuda":  # trainable BatchNorm (from scratch, deeplabv3) normalises over all GPUs;
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # frozen ones stay in eval mode (network.resnet38d)
     net.to(device)
     net.train()
     optimizer = build_optimizer(args.optimizer, net.get_parameter_groups(), lr=args.lr,
@@ -310,33 +348,36 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
               f"steps/epoch, {max_step} steps, from epoch {first_epoch + 1}", flush=True)
 
     result = TrainResult()
-    bar = tqdm(total=max_step, initial=optimizer.global_step, unit="step", disable=not main_process,
-               dynamic_ncols=True)
-    run_start = time.time()
-    for epoch in range(first_epoch, max_epochs):
-        torch.manual_seed(args.seed + 1 + epoch * world + rank)
-        sampler.set_epoch(epoch)
-        bar.set_description(f"epoch {epoch + 1}/{max_epochs}")
-        epoch_steps = []
-        for index, batch in enumerate(loader):
-            terms = train_step(model, optimizer, _to_device(batch, device), loss_fn, epoch, scaler)
-            epoch_steps.append(terms)
-            lr = optimizer.param_groups[0]["lr"]
-            last = index + 1 == steps_per_epoch or optimizer.global_step == max_step
-            log.add(terms, optimizer.global_step, epoch + 1, lr, last)
-            images_per_s = (len(result.steps) + len(epoch_steps)) * args.batch_size / (time.time() - run_start)
-            bar.set_postfix({**{k: f"{v:.4f}" for k, v in terms.items()}, "lr": f"{lr:.2e}",
-                             "img/s": f"{images_per_s:.1f}"}, refresh=False)
-            bar.update(1)
-            if optimizer.global_step == max_step:
-                break
-        result.steps += epoch_steps
-        result.epochs.append({k: sum(s[k] for s in epoch_steps) / len(epoch_steps) for k in epoch_steps[0]})
-        if main_process:
-            tqdm.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.epochs[-1].items())
-                       + f", lr {optimizer.param_groups[0]['lr']:.2e}", file=sys.stdout)
-            save_training_state(state_path, model=net, optimizer=optimizer, epoch=epoch + 1, settings=current,
-                                args=arguments, scaler=scaler)
+    with cudnn_autotuner(device):
+        bar = tqdm(total=max_step, initial=optimizer.global_step, unit="step", disable=not main_process,
+                   dynamic_ncols=True)
+        run_start = time.time()
+        for epoch in range(first_epoch, max_epochs):
+            torch.manual_seed(args.seed + 1 + epoch * world + rank)
+            sampler.set_epoch(epoch)
+            bar.set_description(f"epoch {epoch + 1}/{max_epochs}")
+            epoch_terms = []  # on the device: read back once per log record and once per epoch
+            for index, batch in enumerate(loader):
+                names, terms = optimizer_step(model, optimizer, _to_device(batch, device), loss_fn, epoch, scaler)
+                epoch_terms.append(terms)
+                lr = optimizer.param_groups[0]["lr"]
+                last = index + 1 == steps_per_epoch or optimizer.global_step == max_step
+                record = log.add(names, terms, optimizer.global_step, epoch + 1, lr, last)
+                if record is not None:  # the bar shows the means of the last record
+                    images_per_s = (len(result.steps) + len(epoch_terms)) * args.batch_size / (time.time() - run_start)
+                    bar.set_postfix({**{k: f"{record[k]:.4f}" for k in names}, "lr": f"{lr:.2e}",
+                                     "img/s": f"{images_per_s:.1f}"}, refresh=False)
+                bar.update(1)
+                if optimizer.global_step == max_step:
+                    break
+            epoch_steps = [dict(zip(names, row, strict=True)) for row in torch.stack(epoch_terms).tolist()]
+            result.steps += epoch_steps
+            result.epochs.append({k: sum(s[k] for s in epoch_steps) / len(epoch_steps) for k in epoch_steps[0]})
+            if main_process:
+                tqdm.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.epochs[-1].items())
+                           + f", lr {optimizer.param_groups[0]['lr']:.2e}", file=sys.stdout)
+                save_training_state(state_path, model=net, optimizer=optimizer, epoch=epoch + 1, settings=current,
+                                    args=arguments, scaler=scaler)
     bar.close()
     log.close()
     if main_process:
