@@ -136,9 +136,10 @@ def annotation(args: argparse.Namespace, hw: tuple[int, int]) -> Annotation:
     return Annotation(given[0], boxes, list(args.point), scribble)
 
 
-def main(args: argparse.Namespace) -> np.ndarray:
-    """Write the label PNG and the overlay; return the ``(H, W)`` uint8 label at the image's size."""
-    start = time.perf_counter()
+def infer(args: argparse.Namespace) -> tuple[np.ndarray, Phases]:
+    """Write the label PNG and the overlay; return the ``(H, W)`` uint8 label at the image's size and the
+    run's ``Phases`` (their seconds, and the ``'total'`` from start to end: loading and writing included)."""
+    start, cpu = time.perf_counter(), time.process_time()
     image_path = Path(args.image)
     try:
         rgb = read_image(image_path)
@@ -170,8 +171,14 @@ def main(args: argparse.Namespace) -> np.ndarray:
         with atomic_path(picture_path) as tmp:
             picture.save(tmp, format="PNG")
         print(f"overlay -> {picture_path}")
-    print(phases.summary(time.perf_counter() - start))
-    return label
+    phases.seconds["total"], phases.cpu_seconds["total"] = time.perf_counter() - start, time.process_time() - cpu
+    print(phases.summary())
+    return label, phases
+
+
+def main(args: argparse.Namespace) -> np.ndarray:
+    """Write the label PNG and the overlay; return the ``(H, W)`` uint8 label at the image's size."""
+    return infer(args)[0]
 
 
 if __name__ == "__main__":

