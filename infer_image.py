@@ -85,11 +85,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cam_weights", default=None, type=str,
                         help="SEAM classifier (e.g. netWeights/resnet38_SEAM.pth) for CAM seeds; default: none "
                              "(boxes: GrabCut-only seeds; clicks: click a background pixel too)")
+    fast, published = PLANS["fast"], PLANS["published"]
     parser.add_argument("--schedule", default="fast", choices=sorted(PLANS),
-                        help="'fast': the single-image plan (" + ", ".join(
-                            f"{k}: {p.box_epochs}+{p.box_epochs} epochs for boxes, {p.others_epochs}+"
-                            f"{p.others_epochs} otherwise, long side <= {p.max_side} px"
-                            for k, p in PLANS.items() if k == "fast") + "); 'published': the paper's epochs")
+                        help=f"fast: {fast.box_epochs}+{fast.box_epochs} A2GNN epochs for boxes, "
+                             f"{fast.others_epochs}+{fast.others_epochs} for scribbles and clicks, long side <= "
+                             f"{fast.max_side} px (the single-image plan, docs/infer_image.md); published: the "
+                             f"paper's {published.box_epochs}+{published.box_epochs} / {published.others_epochs}+"
+                             f"{published.others_epochs} at up to {published.max_side} px")
     parser.add_argument("--epochs", default=None, type=int,
                         help="A2GNN epochs of each of the two phases (default: the --schedule's)")
     parser.add_argument("--max_side", default=None, type=int,
