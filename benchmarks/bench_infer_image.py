@@ -72,8 +72,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--plans", default=DEFAULT_PLANS, nargs="+", type=parse_plan,
                    help="plans to compare: names or 'box_epochs/others_epochs@max_side'; the first is the "
                         "reference of the difference column")
-    p.add_argument("--supervision", default=["box", "scribble", "point"], nargs="+",
-                   choices=("box", "scribble", "point"), help="demo supervisions of the quality table")
+    p.add_argument("--supervision", default=["box", "scribble", "point"], nargs="*",
+                   choices=("box", "scribble", "point"),
+                   help="demo supervisions of the quality table (none: the photo only)")
     p.add_argument("--infer_list", default="train.txt", type=str, help="demo id list (the pipeline's default)")
     p.add_argument("--num_images", default=12, type=int, help="first N ids of the list (0 = all)")
     p.add_argument("--photo", default=True, type=lambda s: s.lower() == "true",

