@@ -63,7 +63,7 @@ class Plan:
 
 
 PLANS = {
-    "fast": Plan(box_epochs=30, others_epochs=20, max_side=320),
+    "fast": Plan(box_epochs=45, others_epochs=20, max_side=320),
     "published": Plan(box_epochs=150, others_epochs=50, max_side=1000),
 }
 
