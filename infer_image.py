@@ -5,45 +5,39 @@
     python infer_image.py --image photo.jpg --point "120,200,cat" --point "10,10,background"
 
 Writes the label PNG (``--out``, palette PNG of class ids, 0 background) and an overlay picture
-(``--overlay``: the image with the coloured mask and the annotation drawn on it). Coordinates are 0-based
-pixels of the image (box corners inclusive); a class is a VOC class name or its id (1..20, 0 background).
+(``--overlay``: the image with class outlines over a light fill, the annotation and a legend). Coordinates
+are 0-based pixels of the image (box corners inclusive); a class is a VOC class name or its id (1..20,
+0 background).
 
 Seeds (stage 1c): boxes give GrabCut per box, merged with the CAM seeds of a classifier when
-``--cam_weights`` is given (``cam_and_grabcut``, as ``make_seed_labels.py``) and GrabCut alone otherwise,
-so no classifier is needed; a scribble PNG (class id on stroke pixels, 255 elsewhere) is spread over
-superpixels; clicks become discs, merged with the CAM seeds with ``--cam_weights`` (then the CAM random
-walk is fused too, as published for points); without a classifier click the background as well. Then the
-affinity net (``--weights``, e.g. the published ``aff_box.pth``; radius 4 for boxes and scribbles, 3 for
-points) and the per-image A2GNN with its dense CRF (stage 3). An image larger than ``--max_side`` is worked
-on at that size and its label resized back (nearest neighbour), so any image size works.
+``--cam_weights`` is given (as ``make_seed_labels.py``) and GrabCut alone otherwise; a scribble PNG (class id
+on stroke pixels, 255 elsewhere) is spread over superpixels; clicks become discs, over the CAM seeds with
+``--cam_weights`` (then the CAM random walk is fused too, as published for points). Clicks and strokes need
+a background one (id 0) unless ``--cam_weights`` supplies background seeds. Then the affinity net
+(``--weights``; its backbone width is read from the file) and one A2GNN with its dense CRF (stage 3).
+
+``--schedule fast`` (default) is the single-image plan measured by ``benchmarks/bench_infer_image.py``
+(fewer A2GNN epochs, a smaller working size; docs/infer_image.md); ``--schedule published`` keeps the
+paper's 150 + 150 epochs (boxes) or 50 + 50 (scribbles, clicks). The label is resized back to the image.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from network import resnet38_aff_gated, resnet38_SEAM
-from stages.a2gnn import SCRIPT_DEFAULTS
+from stages.single_image import KINDS, PLANS, Annotation, Phases, Settings, load_network, segment
 from tool import cli
-from tool.box_labels import grabcut_box_masks
-from tool.cam import multiscale_cam, seeds_from_cams
-from tool.checkpoint import load_checkpoint
-from tool.cli import DEVICE_HELP, default_device, make_parser
-from tool.crf import A2GNN_CRF, dense_crf
+from tool.cli import UserError, default_device, str2bool
 from tool.label_io import atomic_path, read_image, read_label_png, save_label_png
 from tool.overlay import overlay
-from tool.propagate import STRIDE, PropagateConfig, propagate
-from tool.seed_labels import box_seed_label, point_seed_label, scribble_superpixel_label, superpixels
-from tool.transforms import multiscale_flip_inputs, normalize, pad_to_multiple, resize_image, to_chw_tensor
-from voc12 import CLASS_NAMES, IGNORE
-from voc12.annotations import Box, Point
-
-KINDS = {"box": ("box", 4), "scribble": ("others", 4), "point": ("others", 3)}  # schedule, radius
+from voc12.annotations import Point
+from vocabulary import CLASS_NAMES, Box
 
 
 def class_id(text: str) -> int:
@@ -77,140 +71,97 @@ def parse_point(text: str) -> Point:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = make_parser(__doc__)
+    parser = cli.make_parser(__doc__)
     parser.add_argument("--image", required=True, type=str, help="the image (any size, any PIL format)")
     parser.add_argument("--box", action="append", default=[], type=parse_box,
-                        help='"x0,y0,x1,y1,class" (repeat for several boxes)')
+                        help='"x0,y0,x1,y1,class" in pixels (repeat for several boxes)')
     parser.add_argument("--scribble", default=None, type=str,
-                        help="PNG of the image's size: class id on stroke pixels, 255 elsewhere")
+                        help="PNG of the image's size: class id on stroke pixels (0 background), 255 elsewhere")
     parser.add_argument("--point", action="append", default=[], type=parse_point,
-                        help='"x,y,class" click (repeat; class "background" for background clicks)')
+                        help='"x,y,class" click in pixels (repeat; class "background" for background clicks)')
     parser.add_argument("--weights", default=None, type=str,
-                        help="affinity net (default netWeights/final_model/aff_box.pth, aff_scribble.pth or "
-                             "aff_point.pth by the annotation)")
+                        help="affinity net; default netWeights/final_model/aff_box.pth, aff_scribble.pth or "
+                             "aff_point.pth by the annotation (download_weights.py lists them)")
     parser.add_argument("--cam_weights", default=None, type=str,
                         help="SEAM classifier (e.g. netWeights/resnet38_SEAM.pth) for CAM seeds; default: none "
-                             "(boxes: GrabCut-only seeds)")
-    parser.add_argument("--backbone_width", default=1.0, type=float,
-                        help="width multiplier of both networks (1 for the published weights)")
-    parser.add_argument("--radius", default=None, type=int, help="affinity window radius (default 4 box/scribble, "
-                                                                  "3 point)")
+                             "(boxes: GrabCut-only seeds; clicks: click a background pixel too)")
+    fast, published = PLANS["fast"], PLANS["published"]
+    parser.add_argument("--schedule", default="fast", choices=sorted(PLANS),
+                        help=f"fast: {fast.box_epochs}+{fast.box_epochs} A2GNN epochs for boxes, "
+                             f"{fast.others_epochs}+{fast.others_epochs} for scribbles and clicks, long side <= "
+                             f"{fast.max_side} px (the single-image plan, docs/infer_image.md); published: the "
+                             f"paper's {published.box_epochs}+{published.box_epochs} / {published.others_epochs}+"
+                             f"{published.others_epochs} at up to {published.max_side} px")
     parser.add_argument("--epochs", default=None, type=int,
-                        help="A2GNN epochs per phase (default 150 for boxes, 50 otherwise, as published)")
+                        help="A2GNN epochs of each of the two phases (default: the --schedule's)")
+    parser.add_argument("--max_side", default=None, type=int,
+                        help="work with the long side at most this many pixels, 0 for the image's own size; the "
+                             "label is resized back (default: the --schedule's)")
+    parser.add_argument("--radius", default=None, type=int,
+                        help="affinity window radius in grid cells (default 4 boxes / scribbles, 3 clicks)")
     parser.add_argument("--hidden", default=256, type=int, help="A2GNN hidden units")
     parser.add_argument("--scales", default=[0.5, 1.0, 1.5, 2.0], type=float, nargs="+",
-                        help="CAM scales (with --cam_weights)")
-    parser.add_argument("--max_side", default=1000, type=int,
-                        help="work at most at this long side in pixels (0: the image's own size)")
-    parser.add_argument("--out", default=None, type=str, help="label PNG (default <image stem>_mask.png)")
+                        help="CAM scales, image size multiples (with --cam_weights)")
+    parser.add_argument("--box_constraint", default=False, type=str2bool,
+                        help="True: a pixel is labelled only background or the class of a box holding it "
+                             "(as train_infer_A2GNN_box.py --box_constraint)")
+    parser.add_argument("--out", default=None, type=str, help="label PNG path (default <image stem>_mask.png)")
     parser.add_argument("--overlay", default=None, type=str,
-                        help="overlay picture (default <image stem>_overlay.png; 'none' for none)")
-    parser.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
+                        help="overlay picture path (default <image stem>_overlay.png; 'none' for none)")
+    parser.add_argument("--progress", default=True, type=str2bool, help="progress bars on stderr (True/False)")
+    parser.add_argument("--device", default=default_device(), type=str, help=cli.DEVICE_HELP)
     parser.add_argument("--seed", default=0, type=int, help="random seed of GrabCut and of the A2GNN training")
     return parser
 
 
-def annotation_kind(args: argparse.Namespace) -> str:
+def annotation(args: argparse.Namespace, hw: tuple[int, int]) -> Annotation:
+    """The one kind of annotation given, checked against the image size ``hw``; boxes clipped to it."""
     given = [k for k, v in (("box", args.box), ("scribble", args.scribble), ("point", args.point)) if v]
     if len(given) != 1:
-        raise cli.UserError("give one kind of annotation: --box (repeatable), --scribble or --point (repeatable)")
-    return given[0]
-
-
-def scaled(args: argparse.Namespace, rgb: np.ndarray, scribble: np.ndarray | None) -> tuple:
-    """The image, boxes, points and scribble at the working size (long side at most ``--max_side``)."""
-    h, w = rgb.shape[:2]
-    s = min(1.0, args.max_side / max(h, w)) if args.max_side else 1.0
-    if s == 1.0:
-        return rgb, list(args.box), list(args.point), scribble
-    size = (max(1, round(h * s)), max(1, round(w * s)))
-
-    def at(v: int, n: int) -> int:
-        return min(n - 1, int(v * s))
-
-    boxes = [Box(b.cls, at(b.x0, size[1]), at(b.y0, size[0]), at(b.x1, size[1]), at(b.y1, size[0]))
-             for b in args.box]
-    points = [Point(p.cls, at(p.x, size[1]), at(p.y, size[0])) for p in args.point]
-    if scribble is not None:
-        scribble = np.asarray(torch.nn.functional.interpolate(
-            torch.from_numpy(scribble)[None, None].float(), size, mode="nearest")[0, 0].byte())
-    return resize_image(rgb, size).copy(), boxes, points, scribble  # (a writable array for the CRF)
-
-
-def clip_boxes(boxes: list[Box], hw: tuple[int, int]) -> list[Box]:
+        raise UserError("give one kind of annotation: --box (repeatable), --scribble or --point (repeatable)")
     h, w = hw
-    clipped = [Box(b.cls, max(0, b.x0), max(0, b.y0), min(w - 1, b.x1), min(h - 1, b.y1)) for b in boxes]
-    empty = [b for b in clipped if b.x1 < b.x0 or b.y1 < b.y0]
+    boxes = [Box(b.cls, max(0, b.x0), max(0, b.y0), min(w - 1, b.x1), min(h - 1, b.y1)) for b in args.box]
+    empty = [raw for raw, b in zip(args.box, boxes, strict=True) if b.x1 < b.x0 or b.y1 < b.y0]
     if empty:
-        raise cli.UserError(f"--box outside the {w}x{h} image: {empty}")
-    return clipped
+        raise UserError(f"--box outside the {w}x{h} image: " + "; ".join(
+            f"{b.x0},{b.y0},{b.x1},{b.y1},{CLASS_NAMES[b.cls]}" for b in empty))
+    outside = [p for p in args.point if not (0 <= p.x < w and 0 <= p.y < h)]
+    if outside:
+        raise UserError(f"--point outside the {w}x{h} image: " + "; ".join(
+            f"{p.x},{p.y},{CLASS_NAMES[p.cls]}" for p in outside))
+    scribble = None
+    if args.scribble:
+        try:
+            scribble = read_label_png(args.scribble, hw)
+        except (OSError, ValueError) as err:
+            raise UserError(f"--scribble: {err}") from None
+    return Annotation(given[0], boxes, list(args.point), scribble)
 
 
-def cam_seed_label(args: argparse.Namespace, rgb: np.ndarray, classes: np.ndarray,
-                   device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Compact CAMs ``(K, H, W)`` of ``classes`` and their confident seeds ``(H, W)`` (stage 1b)."""
-    net = resnet38_SEAM.Net(width=args.backbone_width)
-    load_checkpoint(net, args.cam_weights, strict=True)
-    net.eval().to(device)
-    label = torch.zeros(20)
-    label[torch.from_numpy(classes - 1)] = 1
-    with torch.no_grad():
-        cams = multiscale_cam(net, multiscale_flip_inputs(rgb, tuple(args.scales)), label, rgb.shape[:2])
-    cams = cams[classes - 1]
-    return cams, seeds_from_cams(rgb, classes, cams)[2]
-
-
-def seed_label(args: argparse.Namespace, kind: str, rgb: np.ndarray, boxes: list[Box], points: list[Point],
-               scribble: np.ndarray | None, device: torch.device) -> tuple[np.ndarray, dict]:
-    """Seeds ``(H, W)`` uint8 (255 unknown) and the CAM inputs of the random walk (empty without one)."""
-    hw = rgb.shape[:2]
-    if kind == "scribble":
-        return scribble_superpixel_label(superpixels(rgb), scribble), {}
-    classes = np.unique([b.cls for b in boxes] if kind == "box" else [p.cls for p in points if p.cls])
-    cams, cam_seed = (None, None) if not args.cam_weights or not classes.size else cam_seed_label(
-        args, rgb, classes.astype(np.int64), device)
-    if kind == "box":
-        masks = grabcut_box_masks(rgb, boxes, seed=args.seed)
-        mode = "grabcut" if cam_seed is None else "cam_and_grabcut"
-        print(f"box seeds: {mode}" + (" (no --cam_weights)" if cam_seed is None else ""))
-        return box_seed_label(boxes, hw, mode, grabcut_masks=masks, cam_seed=cam_seed), {}
-    seeds = point_seed_label(points, np.full(hw, IGNORE, np.uint8) if cam_seed is None else cam_seed)
-    rw = {} if cams is None else {"cams": torch.from_numpy(cams), "cam_classes": torch.from_numpy(classes)}
-    return seeds, rw
-
-
-def main(args: argparse.Namespace) -> np.ndarray:
-    """Write the label PNG and the overlay; return the ``(H, W)`` uint8 label at the image's size."""
-    kind = annotation_kind(args)
-    schedule, radius = KINDS[kind]
-    radius = args.radius or radius
-    device = torch.device(args.device)
+def infer(args: argparse.Namespace) -> tuple[np.ndarray, Phases]:
+    """Write the label PNG and the overlay; return the ``(H, W)`` uint8 label at the image's size and the
+    run's ``Phases`` (their seconds, and the ``'total'`` from start to end: loading and writing included)."""
+    start, cpu = time.perf_counter(), time.process_time()
     image_path = Path(args.image)
-    original = read_image(image_path)
-    scribble = read_label_png(args.scribble) if args.scribble else None
-    if scribble is not None and scribble.shape != original.shape[:2]:
-        raise cli.UserError(f"--scribble {args.scribble}: {scribble.shape} is not the image's size "
-                            f"{original.shape[:2]}")
-    rgb, boxes, points, scribble = scaled(args, original, scribble)
-    boxes = clip_boxes(boxes, rgb.shape[:2])
-    seeds, rw = seed_label(args, kind, rgb, boxes, points, scribble, device)
-
-    net = resnet38_aff_gated.Net(width=args.backbone_width)
-    weights = args.weights or f"netWeights/final_model/aff_{kind}.pth"
-    load_checkpoint(net, weights, strict=True)
-    net.eval().to(device)
-    image = pad_to_multiple(to_chw_tensor(normalize(rgb)), STRIDE, 0)
-    with torch.no_grad():
-        features, aff, _ = net(image[None].to(device), radius)
-    d = SCRIPT_DEFAULTS[schedule]
-    cfg = PropagateConfig(schedule=schedule, epochs=args.epochs or d["epochs"], lr=d["lr"], hidden=args.hidden,
-                          rw=bool(rw), seed=args.seed)
-    probs = propagate(features[0], aff[0], pad_to_multiple(torch.from_numpy(seeds).long(), STRIDE, IGNORE),
-                      image, rgb.shape[:2], cfg, boxes=boxes if schedule == "box" else None, **rw)
-    label = np.argmax(dense_crf(rgb, probs.cpu().numpy(), A2GNN_CRF), axis=0).astype(np.uint8)
-    if label.shape != original.shape[:2]:
-        label = np.asarray(torch.nn.functional.interpolate(
-            torch.from_numpy(label)[None, None].float(), original.shape[:2], mode="nearest")[0, 0].byte())
+    try:
+        rgb = read_image(image_path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--image: {err}") from None
+    ann = annotation(args, rgb.shape[:2])
+    device = torch.device(args.device)
+    weights = args.weights or f"netWeights/final_model/aff_{ann.kind}.pth"
+    aff_net = load_network("network.resnet38_aff_gated", weights, "--weights", device)
+    cam_net = None if not args.cam_weights else load_network("network.resnet38_SEAM", args.cam_weights,
+                                                             "--cam_weights", device)
+    settings = Settings(PLANS[args.schedule], hidden=args.hidden, radius=args.radius, scales=tuple(args.scales),
+                        seed=args.seed, box_constraint=args.box_constraint, progress=args.progress)
+    settings = settings.with_epochs(args.epochs, args.max_side)
+    schedule = KINDS[ann.kind][0]
+    print(f"{ann.kind}: {settings.plan.epochs(schedule)} + {settings.plan.epochs(schedule)} A2GNN epochs, long side "
+          f"<= {settings.plan.max_side or max(rgb.shape[:2])} px" + ("" if ann.kind != "box" else
+          ", seeds: " + ("cam_and_grabcut" if cam_net is not None else "grabcut (no --cam_weights)")))
+    phases = Phases(args.progress)
+    label = segment(rgb, ann, aff_net, settings, cam_net, phases)
 
     out = Path(args.out) if args.out else image_path.with_name(f"{image_path.stem}_mask.png")
     save_label_png(out, label)
@@ -218,13 +169,18 @@ def main(args: argparse.Namespace) -> np.ndarray:
     print(f"mask -> {out} ({present})")
     if (args.overlay or "").lower() != "none":
         picture_path = Path(args.overlay) if args.overlay else image_path.with_name(f"{image_path.stem}_overlay.png")
-        picture = overlay(original, label,
-                          boxes=[(b.x0, b.y0, b.x1, b.y1, b.cls, CLASS_NAMES[b.cls]) for b in args.box],
-                          points=[(p.x, p.y, p.cls, CLASS_NAMES[p.cls]) for p in args.point])
+        picture = overlay(rgb, label, boxes=ann.boxes, points=ann.points)
         with atomic_path(picture_path) as tmp:
             picture.save(tmp, format="PNG")
         print(f"overlay -> {picture_path}")
-    return label
+    phases.seconds["total"], phases.cpu_seconds["total"] = time.perf_counter() - start, time.process_time() - cpu
+    print(phases.summary())
+    return label, phases
+
+
+def main(args: argparse.Namespace) -> np.ndarray:
+    """Write the label PNG and the overlay; return the ``(H, W)`` uint8 label at the image's size."""
+    return infer(args)[0]
 
 
 if __name__ == "__main__":
