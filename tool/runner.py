@@ -52,7 +52,8 @@ def run_per_image(
 ) -> RunSummary:
     """Call ``process(image_id)`` for this shard's ids and report what happened.
 
-    ``shard`` is ``'i/n'`` or ``None`` (then the torchrun rank/world size, or everything). An id whose
+    ``shard`` is ``'i/n'`` (split again among the workers of a several-worker run, ``parse_shard``) or
+    ``None`` (then the torchrun rank/world size, or everything). An id whose
     ``outputs(id)`` all exist is skipped unless ``overwrite`` (``process`` must write its outputs
     atomically, so an existing file is a complete one). Before any image is processed, every output
     folder of the pending ids is created and probed with a test write (a read-only folder fails at once,
