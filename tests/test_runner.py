@@ -1,5 +1,7 @@
 import argparse
 import errno
+import functools
+import os
 
 import pytest
 import torch
@@ -190,3 +192,32 @@ def test_process_group_is_destroyed_also_when_the_block_raises(monkeypatch):
     with process_group("cpu"):  # one process: nothing to start or destroy
         assert not dist.is_initialized()
 
+
+
+def _write_pid(path, fail: bool) -> None:
+    """An image's CPU part for the pool: writes the pid of the process it runs in."""
+    if fail:
+        raise ValueError("CRF failed")
+    with atomic_path(path) as tmp:
+        tmp.write_text(str(os.getpid()))
+
+
+@pytest.mark.parametrize("cpu_workers", [0, 2])
+def test_cpu_parts_run_in_a_pool_and_failures_are_named(tmp_path, capsys, cpu_workers):
+    ids = [f"i{k}" for k in range(7)]
+    calls = []
+
+    def process(image_id):
+        calls.append(image_id)
+        if image_id == "i1":
+            raise RuntimeError("device part failed")
+        return functools.partial(_write_pid, tmp_path / f"{image_id}.txt", image_id == "i4")
+
+    summary = run_per_image(ids, process, lambda i: [tmp_path / f"{i}.txt"], desc="t", cpu_workers=cpu_workers)
+    assert calls == ids and summary.done == 5
+    assert sorted(summary.failed) == [("i1", "RuntimeError: device part failed"), ("i4", "ValueError: CRF failed")]
+    pids = {int((tmp_path / f"{i}.txt").read_text()) for i in ids if i not in ("i1", "i4")}
+    assert (pids == {os.getpid()}) if cpu_workers == 0 else (os.getpid() not in pids and len(pids) <= 2)
+    assert "i4: ValueError: CRF failed" in capsys.readouterr().err
+    assert run_per_image(ids, process, lambda i: [tmp_path / f"{i}.txt"], desc="t",
+                         cpu_workers=cpu_workers).skipped == 5
