@@ -81,7 +81,7 @@ def run_per_image(
     (known failures left out), before their ``process`` calls (a batched stage computes them together
     there, ``process`` writes one image); an exception in it fails each id of that batch.
     ``process`` may return the image's CPU part, a picklable ``CpuWork`` (a ``functools.partial`` of a
-    module-level function): with ``cpu_workers`` > 0 it runs in a pool of that many processes while
+    module-level function, no torch): with ``cpu_workers`` > 0 it runs in a pool of that many processes while
     ``process`` goes on with the next images (at most ``2 × cpu_workers`` wait), else at once; the image
     is done (or failed, named) when it has run.
     """
@@ -122,8 +122,9 @@ def run_per_image(
                                "rerun the same command: finished images are skipped (--overwrite False)")
             tqdm.write(summary.stopped, file=sys.stderr)
 
-    pool = (ProcessPoolExecutor(cpu_workers, mp_context=multiprocessing.get_context("spawn"))
-            if cpu_workers else None)
+    # fork where there is one, as torch's DataLoader: no interpreter start per worker; the parts use no torch
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(cpu_workers, mp_context=multiprocessing.get_context(method)) if cpu_workers else None
     in_flight: dict[Future, str] = {}
 
     def tick() -> None:
