@@ -71,7 +71,10 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
                         help="random seed; each image's generator is seeded by (seed, image id)")
     parser.add_argument("--batch_images", default=1, type=int,
                         help="images trained together in one step, one A2GNN each (the same labels as 1, "
-                             "up to float rounding; memory grows with it)")
+                             "up to float rounding; memory grows with it). 1 suits a CPU; on a GPU larger "
+                             "batches keep it busy: choose the value from the images/s and memory table of "
+                             "benchmarks/bench_a2gnn.py --device cuda --batch_images 1,8,32,64 (not yet "
+                             "measured on a GPU, so 1 stays the default there too)")
     parser.add_argument("--shard", default=None, type=str,
                         help="process shard i/n of the list (default: torchrun RANK/WORLD_SIZE, else all)")
     parser.add_argument("--overwrite", default=False, type=str2bool, help="redo images whose output exists")
