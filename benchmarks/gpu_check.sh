@@ -19,6 +19,7 @@ smoke=0
 dry_run=0
 out=${OUT:-./gpu_check_out}
 python=${PYTHON:-python}
+export PYTHONUNBUFFERED=1  # a step stopped at its limit still leaves every line it printed in its log
 
 usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
