@@ -26,7 +26,7 @@ from tool.checkpoint import load_checkpoint
 from tool.cli import add_id_list, add_voc12_root, default_device, str2bool
 from tool.dist import add_gpus_argument, launch, parse_shard, process_group, shard_ids
 from tool.label_io import save_label_png, save_npz
-from tool.runner import RunSummary, add_cpu_workers_argument, run_per_image
+from tool.runner import RunSummary, add_cpu_workers_argument, resolve_cpu_workers, run_per_image
 from voc12.data import CAM_SCALES, MultiScaleFlipDataset
 from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
@@ -136,7 +136,7 @@ def main(args: argparse.Namespace) -> RunSummary:
             return functools.partial(write_outputs, args, path, item["image"], classes, cams)
 
         return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite,
-                             known_failures=bad, cpu_workers=args.cpu_workers)
+                             known_failures=bad, cpu_workers=resolve_cpu_workers(args.cpu_workers, device))
 
 
 def write_outputs(args: argparse.Namespace, path: dict[str, Path], image: np.ndarray, classes: np.ndarray,

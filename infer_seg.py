@@ -31,7 +31,7 @@ from tool.cli import default_device, str2bool
 from tool.crf import SEG_CRF, dense_crf
 from tool.dist import add_gpus_argument, launch, process_group
 from tool.label_io import atomic_path, read_image, save_label_png
-from tool.runner import RunSummary, add_cpu_workers_argument, run_per_image
+from tool.runner import RunSummary, add_cpu_workers_argument, resolve_cpu_workers, run_per_image
 from tool.segmentation import predict_probs
 from voc12 import NUM_CLASSES
 from voc12.lists import read_list
@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> RunSummary:
             return functools.partial(write_labels, image_id, image, probs.numpy(), folders)
 
         summary = run_per_image(ids, process, outputs, desc="infer_seg", shard=args.shard, overwrite=args.overwrite,
-                                cpu_workers=args.cpu_workers)
+                                cpu_workers=resolve_cpu_workers(args.cpu_workers, device))
     if gt_dir is not None and gt_dir.is_dir():
         if all(p.is_file() for i in ids for p in outputs(i)):
             score(folders, gt_dir, ids)

@@ -22,7 +22,7 @@ from tool.crf import A2GNN_CRF, dense_crf
 from tool.dist import add_gpus_argument, process_group
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
 from tool.propagate import STRIDE, ImageInputs, PropagateConfig, check_inputs, propagate_batch
-from tool.runner import RunSummary, add_cpu_workers_argument, run_per_image
+from tool.runner import RunSummary, add_cpu_workers_argument, resolve_cpu_workers, run_per_image
 from tool.transforms import normalize, pad_to_multiple, to_chw_tensor
 from voc12.annotations import read_boxes
 from voc12.lists import read_list
@@ -223,4 +223,4 @@ def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
         job = A2GNNJob(args, schedule, device)
         return run_per_image(ids, job, job.outputs, desc=f"A2GNN {schedule}", shard=args.shard,
                              overwrite=args.overwrite, batch_size=args.batch_images, prepare=job.prepare,
-                             cpu_workers=args.cpu_workers)
+                             cpu_workers=resolve_cpu_workers(args.cpu_workers, device))

@@ -13,6 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from tool.dist import parse_shard, shard_ids
@@ -21,13 +22,25 @@ from tool.label_io import probe_output_dir, remove_stale_temporaries
 CpuWork = Callable[[], None]  # an image's CPU part (dense CRF, file writes): picklable, e.g. a partial
 
 
-def add_cpu_workers_argument(parser: argparse.ArgumentParser, default: int = 1) -> argparse.ArgumentParser:
-    """``--cpu_workers``: the processes that run each image's CPU part (``run_per_image``)."""
-    parser.add_argument("--cpu_workers", default=default, type=int,
+def add_cpu_workers_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--cpu_workers``: the processes that run each image's CPU part (``run_per_image``, ``cpu_workers``)."""
+    parser.add_argument("--cpu_workers", default=None, type=int,
                         help="processes that run the dense CRF and write each image's files while this "
                              "process computes the next images on the device (0: here, one image after the "
-                             "other). Each worker of a several-GPU run has its own")
+                             "other; each worker of a several-GPU run has its own). Default: "
+                             f"{GPU_CPU_WORKERS} with a GPU; 0 on a CPU, where torch's threads already use "
+                             "every core")
     return parser
+
+
+GPU_CPU_WORKERS = 2  # not yet measured on a GPU
+
+
+def resolve_cpu_workers(value: int | None, device: torch.device | str) -> int:
+    """``--cpu_workers`` as given, or its default for ``device``: ``GPU_CPU_WORKERS`` on CUDA, 0 on a CPU."""
+    if value is not None:
+        return value
+    return GPU_CPU_WORKERS if torch.device(device).type == "cuda" else 0
 
 
 @dataclass
