@@ -9,6 +9,7 @@ gains least; on a GPU the network is fast and the CRF is what the overlap hides)
 ``--epochs`` epochs per phase (150 + 150 in a real box run, which makes the CRF a small share on a CPU).
 
     python benchmarks/bench_cpu_overlap.py                     # 6 images of 240-320 px, 2 repeats
+    python benchmarks/bench_cpu_overlap.py --threads 1 --stages infer_SEAM,infer_seg
     python benchmarks/bench_cpu_overlap.py --device cuda --width 1 --epochs 150 --images 20
 """
 
@@ -93,7 +94,14 @@ def main() -> None:
     parser.add_argument("--workers", default="0,1,2", type=str, help="comma-separated --cpu_workers settings")
     parser.add_argument("--repeats", type=int, default=2, help="runs per stage and setting (interleaved)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads of the main process (1: as each of run_pipeline.py's CPU --jobs)")
+    parser.add_argument("--stages", default="infer_SEAM,A2GNN,infer_seg", type=str,
+                        help="comma-separated stages to time (infer_SEAM runs anyway when A2GNN is asked for: "
+                             "its seeds are A2GNN's input)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    wanted = args.stages.split(",")
     settings = [int(v) for v in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         paths = setup(Path(tmp), args.images, args.min_size, args.max_size, args.width)
@@ -107,6 +115,10 @@ def main() -> None:
         out = Path(tmp) / "out"
         # infer_SEAM first: its seeds are the A2GNN stage's seed labels
         for name, (module, argv) in stage_commands(paths, out, args).items():
+            if not any(name.startswith(w) for w in wanted):
+                if name.startswith("infer_SEAM") and "A2GNN" in wanted:
+                    timed(module, [*argv, "--cpu_workers", "0"])
+                continue
             seconds = {w: [] for w in settings}
             for _ in range(args.repeats):
                 for w in settings:
