@@ -12,6 +12,7 @@ torchrun splits the list, and a plain ``python`` run on N visible GPUs starts N 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from tool.checkpoint import load_checkpoint
 from tool.cli import DEVICE_HELP, add_id_list, add_voc12_root, default_device, make_parser, str2bool
 from tool.dist import add_gpus_argument, launch, parse_shard, process_group, shard_ids
 from tool.label_io import save_label_png, save_npz
-from tool.runner import RunSummary, run_per_image
+from tool.runner import RunSummary, add_cpu_workers_argument, resolve_cpu_workers, run_per_image
 from voc12.data import CAM_SCALES, MultiScaleFlipDataset
 from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
@@ -78,6 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
     parser.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
     parser.add_argument("--seed", default=0, type=int, help="torch random seed (integer)")
+    add_cpu_workers_argument(parser)
     return add_gpus_argument(parser)
 
 
@@ -126,9 +128,8 @@ def main(args: argparse.Namespace) -> RunSummary:
         dataset = MultiScaleFlipDataset(good, args.voc12_root, scales=args.scales, labels=labels)
         items = iter(DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers,
                                 collate_fn=_first))
-        need_crf = bool({"la_crf", "ha_crf", "seed", "full"} & set(folders))
 
-        def process(image_id: str) -> None:
+        def process(image_id: str) -> functools.partial:
             item = next(items)
             if item["id"] != image_id:
                 raise RuntimeError(f"loader out of step: got {item['id']}, expected {image_id}")
@@ -136,28 +137,36 @@ def main(args: argparse.Namespace) -> RunSummary:
             classes = np.flatnonzero(label > 0) + 1
             cams = multiscale_cam(net, item["inputs"], item["label"], item["size"])[classes - 1]
             path = {name: folder / f"{image_id}{ext}" for name, (folder, ext) in folders.items()}
-            if "cam" in path:
-                save_cams(path["cam"], classes, cams)
-            if "cam_pred" in path:
-                save_label_png(path["cam_pred"], cam_label(
-                    classes, cams, bg_score=args.out_cam_pred_alpha if args.out_cam_pred_bg_power is None else None,
-                    bg_power=args.out_cam_pred_bg_power))
-            if not need_crf:
-                return
-            present = np.concatenate([[0], classes])
-            crf_la, crf_ha, seed, full = seeds_from_cams(item["image"], classes, cams, args.low_alpha,
-                                                         args.high_alpha, args.sure_bg_score, args.sure_bg_quantile,
-                                                         args.sure_bg_quantile_max_cam)
-            for name, crf in (("la_crf", crf_la), ("ha_crf", crf_ha)):
-                if name in path:
-                    save_npz(path[name], classes=present, probs=crf[present])
-            if "seed" in path:
-                save_label_png(path["seed"], seed)
-            if "full" in path:
-                save_label_png(path["full"], full)
+            return functools.partial(write_outputs, args, path, item["image"], classes, cams)
 
         return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite,
-                             known_failures=bad)
+                             known_failures=bad, cpu_workers=resolve_cpu_workers(args.cpu_workers, device))
+
+
+def write_outputs(args: argparse.Namespace, path: dict[str, Path], image: np.ndarray, classes: np.ndarray,
+                  cams: np.ndarray) -> None:
+    """An image's CPU part: its CAMs ``(K, H, W)`` of ``classes`` ``(K,)`` on ``image`` ``(H, W, 3)``
+    written to the outputs ``path`` names (``'cam'``, ``'cam_pred'``, and from the two dense CRFs
+    ``'la_crf'``, ``'ha_crf'``, ``'seed'``, ``'full'``)."""
+    if "cam" in path:
+        save_cams(path["cam"], classes, cams)
+    if "cam_pred" in path:
+        save_label_png(path["cam_pred"], cam_label(
+            classes, cams, bg_score=args.out_cam_pred_alpha if args.out_cam_pred_bg_power is None else None,
+            bg_power=args.out_cam_pred_bg_power))
+    if not {"la_crf", "ha_crf", "seed", "full"} & set(path):
+        return
+    present = np.concatenate([[0], classes])
+    crf_la, crf_ha, seed, full = seeds_from_cams(image, classes, cams, args.low_alpha, args.high_alpha,
+                                                 args.sure_bg_score, args.sure_bg_quantile,
+                                                 args.sure_bg_quantile_max_cam)
+    for name, crf in (("la_crf", crf_la), ("ha_crf", crf_ha)):
+        if name in path:
+            save_npz(path[name], classes=present, probs=crf[present])
+    if "seed" in path:
+        save_label_png(path["seed"], seed)
+    if "full" in path:
+        save_label_png(path["full"], full)
 
 
 if __name__ == "__main__":

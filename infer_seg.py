@@ -17,6 +17,7 @@ finishes last).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ from tool.cli import DEVICE_HELP, default_device, make_parser, str2bool
 from tool.crf import SEG_CRF, dense_crf
 from tool.dist import add_gpus_argument, launch, process_group
 from tool.label_io import atomic_path, read_image, save_label_png
-from tool.runner import RunSummary, run_per_image
+from tool.runner import RunSummary, add_cpu_workers_argument, resolve_cpu_workers, run_per_image
 from tool.segmentation import predict_probs
 from voc12 import NUM_CLASSES
 from voc12.lists import read_list
@@ -62,6 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     p.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
     p.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
+    add_cpu_workers_argument(p)
     return add_gpus_argument(p)
 
 
@@ -80,6 +82,15 @@ def find_image(image_dir: Path, image_id: str) -> Path:
         if (image_dir / f"{image_id}{suffix}").is_file():
             return image_dir / f"{image_id}{suffix}"
     raise cli.MissingFileError(f"image not found: {image_dir / image_id}.jpg (or .png)")
+
+
+def write_labels(image_id: str, image: np.ndarray, probs: np.ndarray, folders: list[Path]) -> None:
+    """An image's CPU part: ``folders[0]/<id>.png`` the argmax of ``probs`` ``(C, H, W)``, and with a second
+    folder the dense-CRF refined labels there (``image`` ``(H, W, 3)`` uint8)."""
+    save_label_png(folders[0] / f"{image_id}.png", probs.argmax(0).astype(np.uint8))
+    if len(folders) > 1:
+        refined = dense_crf(image, probs, SEG_CRF)
+        save_label_png(folders[1] / f"{image_id}.png", refined.argmax(0).astype(np.uint8))
 
 
 def score(folders: list[Path], gt_dir: Path, ids: list[str]) -> dict[str, dict]:
@@ -113,15 +124,13 @@ def main(args: argparse.Namespace) -> RunSummary:
         def outputs(image_id: str) -> list[Path]:
             return [folder / f"{image_id}.png" for folder in folders]
 
-        def process(image_id: str) -> None:
+        def process(image_id: str) -> functools.partial:
             image = read_image(find_image(image_dir, image_id))
             probs = predict_probs(net, image, args.scales, args.flip, device)
-            save_label_png(folders[0] / f"{image_id}.png", probs.argmax(0).numpy().astype(np.uint8))
-            if args.save_path_crf:
-                refined = dense_crf(image, probs.numpy(), SEG_CRF)
-                save_label_png(folders[1] / f"{image_id}.png", refined.argmax(0).astype(np.uint8))
+            return functools.partial(write_labels, image_id, image, probs.numpy(), folders)
 
-        summary = run_per_image(ids, process, outputs, desc="infer_seg", shard=args.shard, overwrite=args.overwrite)
+        summary = run_per_image(ids, process, outputs, desc="infer_seg", shard=args.shard, overwrite=args.overwrite,
+                                cpu_workers=resolve_cpu_workers(args.cpu_workers, device))
     if gt_dir is not None and gt_dir.is_dir():
         if all(p.is_file() for i in ids for p in outputs(i)):
             score(folders, gt_dir, ids)

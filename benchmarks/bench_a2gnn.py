@@ -271,13 +271,14 @@ def image_inputs(inputs: dict, key: str = "") -> ImageInputs:
                        boxes=inputs["boxes"], key=key)
 
 
-def run_batch(schedule: str, images: int, steps: int, device: torch.device, measure: str) -> dict:
+def run_batch(schedule: str, images: int, steps: int, device: torch.device, measure: str, scale: float = 1.0
+              ) -> dict:
     """``images`` VOC-size images trained together with ``schedule``: seconds of the whole batch
     (``measure='time'``, extrapolated from the median of ``steps`` steps per phase) or its peak memory
     (``'memory'``: one warm-up step and one step per phase, whole-run peak)."""
     cfg = PropagateConfig(schedule=schedule)
     base, reset = memory_mark(device) if measure == "memory" else (0, False)
-    items = [image_inputs(make_inputs(1.0, device, seed=k), key=str(k)) for k in range(images)]
+    items = [image_inputs(make_inputs(scale, device, seed=k), key=str(k)) for k in range(images)]
     sync(device)
     start = time.perf_counter()
     batch = training_batch(items, cfg)
@@ -334,18 +335,20 @@ def device_name(device: str) -> str:
     return f"CPU, {torch.get_num_threads()} threads"
 
 
-def batch_table(sizes: list[int], steps: int, device: str, threads: int) -> None:
+def batch_table(sizes: list[int], steps: int, device: str, threads: int, scale: float = 1.0) -> None:
     """The ``--batch_images`` table."""
-    print(f"device {device} ({device_name(device)}), {steps} timed step(s) per phase, VOC-size images "
-          f"(47x63 grid, 5632-d features, r = {RADIUS})")
+    h, w = (round(s * scale ** 0.5) for s in VOC_GRID)
+    print(f"device {device} ({device_name(device)}), {steps} timed step(s) per phase, "
+          f"{'VOC-size' if scale == 1 else f'{scale}x VOC-size'} images ({h}x{w} grid, 5632-d features, "
+          f"r = {RADIUS})")
     header = (f"{'schedule':8} {'images':>6} {'s/step ph1':>11} {'s/step ph2':>11} {'s/batch':>9} "
               f"{'images/s':>9} {'peak MB':>9} {f'h/{TRAIN_AUG}':>9}")
     print(header)
     print("-" * len(header))
     for schedule in ("box", "others"):
         for images in sizes:
-            row = child(schedule, 1.0, steps, device, threads, "time", images)
-            row["peak_mb"] = child(schedule, 1.0, 1, device, threads, "memory", images)["peak_mb"]
+            row = child(schedule, scale, steps, device, threads, "time", images)
+            row["peak_mb"] = child(schedule, scale, 1, device, threads, "memory", images)["peak_mb"]
             rate = images / row["batch_s"]
             print(f"{schedule:8} {images:>6} {row['step1_s']:>11.4f} {row['step2_s']:>11.4f} "
                   f"{row['batch_s']:>9.1f} {rate:>9.4g} {row['peak_mb']:>9.0f} {TRAIN_AUG / rate / 3600:>9.2f}")
@@ -365,11 +368,14 @@ def main() -> None:
     parser.add_argument("--child", choices=["ours", "dense", "box", "others"], help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
-    parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="--batch_images: pixels of each image relative to VOC size (1 = 47x63 grid; small "
+                             "values for a quick check that the table runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child in ("box", "others"):
-        print(json.dumps(run_batch(args.child, args.images, args.steps, torch.device(args.device), args.measure)))
+        print(json.dumps(run_batch(args.child, args.images, args.steps, torch.device(args.device), args.measure,
+                                   args.scale)))
         return
     if args.child:
         print(json.dumps(run_variant(args.child, args.scale, args.steps, torch.device(args.device),
@@ -377,7 +383,7 @@ def main() -> None:
         return
     steps = 1 if args.quick else args.steps
     if args.batch_images:
-        batch_table([int(v) for v in args.batch_images.split(",")], steps, args.device, args.threads)
+        batch_table([int(v) for v in args.batch_images.split(",")], steps, args.device, args.threads, args.scale)
         return
     print(f"device {args.device}, {torch.get_num_threads()} threads, {steps} timed step(s) per phase")
     rows = [child(variant, scale, steps, args.device, args.threads, "time")

@@ -6,6 +6,7 @@ images' files, run the affinity network, train their A2GNNs with ``tool.propagat
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +22,7 @@ from tool.crf import A2GNN_CRF, dense_crf
 from tool.dist import add_gpus_argument, process_group
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
 from tool.propagate import STRIDE, ImageInputs, PropagateConfig, check_inputs, propagate_batch
-from tool.runner import RunSummary, run_per_image
+from tool.runner import RunSummary, add_cpu_workers_argument, resolve_cpu_workers, run_per_image
 from tool.transforms import normalize, pad_to_multiple, to_chw_tensor
 from voc12.annotations import read_boxes
 from voc12.lists import read_list
@@ -70,17 +71,22 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
                         help="random seed; each image's generator is seeded by (seed, image id)")
     parser.add_argument("--batch_images", default=1, type=int,
                         help="images trained together in one step, one A2GNN each (the same labels as 1, "
-                             "up to float rounding; memory grows with it)")
+                             "up to float rounding; memory grows with it). 1 suits a CPU; on a GPU larger "
+                             "batches keep it busy: choose the value from the images/s and memory table of "
+                             "benchmarks/bench_a2gnn.py --device cuda --batch_images 1,8,32,64 (not yet "
+                             "measured on a GPU, so 1 stays the default there too)")
     parser.add_argument("--shard", default=None, type=str,
                         help="process shard i/n of the list (default: torchrun RANK/WORLD_SIZE, else all)")
     parser.add_argument("--overwrite", default=False, type=str2bool, help="redo images whose output exists")
+    add_cpu_workers_argument(parser)
     return add_gpus_argument(parser)
 
 
 class A2GNNJob:
     """``job.prepare(ids)`` reads the images' files, runs the affinity network (one call per padded size)
-    and trains their A2GNNs together; ``job(image_id)`` then runs the dense CRF of one of them and writes
-    ``save_path/<id>.png`` (``job(image_id)`` alone prepares that image first). An image whose files or
+    and trains their A2GNNs together; ``job(image_id)`` then returns the CPU part of one of them
+    (``write_labels``: dense CRF, ``save_path/<id>.png``) for ``run_per_image`` to run (``job(image_id)``
+    alone prepares that image first). An image whose files or
     training fail raises in ``job(image_id)``, the others of its batch still finish (a batch that fails
     as a whole is retried image by image). ``job.outputs(image_id)`` lists the files it writes (resume)."""
 
@@ -177,23 +183,34 @@ class A2GNNJob:
         except Exception as err:  # noqa: BLE001 - raised again by __call__ for this image only
             return err
 
-    def __call__(self, image_id: str) -> None:
+    def __call__(self, image_id: str) -> functools.partial:
+        """The CPU part of ``image_id`` (``write_labels``), after its training."""
         if image_id not in self.results:
             self.prepare([image_id])
         result = self.results.pop(image_id)
         if isinstance(result, Exception):
             raise result
         rgb, probs, boxes = result
-        allowed = box_class_mask(boxes, rgb.shape[:2], probs.shape[0]) if self.box_constraint else None
-        if allowed is not None:  # --box_constraint: only background and the classes of the pixel's boxes
-            probs = np.where(allowed, probs, 0.0)
-            probs = probs / np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
-        if self.args.save_probs:
-            save_npz(Path(self.args.save_probs) / f"{image_id}.npz", probs=probs.astype(np.float16))
-        marginals = dense_crf(rgb, probs, A2GNN_CRF)
-        if allowed is not None:
-            marginals = np.where(allowed, marginals, -1.0)
-        save_label_png(Path(self.args.save_path) / f"{image_id}.png", np.argmax(marginals, axis=0).astype(np.uint8))
+        save_probs = Path(self.args.save_probs) / f"{image_id}.npz" if self.args.save_probs else None
+        return functools.partial(write_labels, Path(self.args.save_path) / f"{image_id}.png", rgb, probs,
+                                 boxes if self.box_constraint else None, save_probs)
+
+
+def write_labels(path: Path, rgb: np.ndarray, probs: np.ndarray, boxes: list | None,
+                 save_probs: Path | None) -> None:
+    """An image's CPU part: dense CRF of ``probs`` ``(C, H, W)`` on ``rgb`` ``(H, W, 3)``, its label PNG at
+    ``path``; ``boxes`` (``--box_constraint``): only background and the classes of a pixel's boxes;
+    ``save_probs``: also the probabilities before the CRF there (float16 npz)."""
+    allowed = box_class_mask(boxes, rgb.shape[:2], probs.shape[0]) if boxes is not None else None
+    if allowed is not None:  # --box_constraint: only background and the classes of the pixel's boxes
+        probs = np.where(allowed, probs, 0.0)
+        probs = probs / np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
+    if save_probs is not None:
+        save_npz(save_probs, probs=probs.astype(np.float16))
+    marginals = dense_crf(rgb, probs, A2GNN_CRF)
+    if allowed is not None:
+        marginals = np.where(allowed, marginals, -1.0)
+    save_label_png(path, np.argmax(marginals, axis=0).astype(np.uint8))
 
 
 def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
@@ -205,4 +222,5 @@ def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
     with process_group(args.device) as device:
         job = A2GNNJob(args, schedule, device)
         return run_per_image(ids, job, job.outputs, desc=f"A2GNN {schedule}", shard=args.shard,
-                             overwrite=args.overwrite, batch_size=args.batch_images, prepare=job.prepare)
+                             overwrite=args.overwrite, batch_size=args.batch_images, prepare=job.prepare,
+                             cpu_workers=resolve_cpu_workers(args.cpu_workers, device))

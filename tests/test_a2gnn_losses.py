@@ -9,6 +9,7 @@ from network.graph import GraphBatch
 from tool.a2gnn_losses import (
     bilinear_at,
     bilinear_points,
+    box_points,
     box_table,
     crf_kernel_graph,
     gated_crf_term,
@@ -177,9 +178,11 @@ def test_gated_crf_term_equals_potts_formula():
     torch.testing.assert_close(grad, logits.grad, rtol=0, atol=1e-12)
 
 
-def test_batched_losses_equal_the_losses_of_each_image():
+@pytest.mark.parametrize("precomputed", [False, True])
+def test_batched_losses_equal_the_losses_of_each_image(precomputed):
     """Three images of one grid size with 2, 0 and 3 boxes: the batched seed loss, MP loss (vectorised
-    over boxes) and pruning equal the published full-resolution ones image by image, with gradients."""
+    over boxes) and pruning equal the published full-resolution ones image by image, with gradients;
+    also with the box points built once beforehand (``box_points``, what every epoch of a batch uses)."""
     torch.manual_seed(6)
     h, w, size = 5, 7, (40, 56)
     grid = torch.randn(3, 21, h, w, dtype=torch.float64, requires_grad=True)
@@ -190,7 +193,7 @@ def test_batched_losses_equal_the_losses_of_each_image():
     seeds[torch.rand(3, *size) < 0.2] = 255
     boxes = [[Box(4, 3, 5, 30, 39), Box(9, 20, 0, 55, 20)], [],
              [Box(9, 0, 30, 10, 39), Box(4, 40, 30, 40, 39), Box(9, 5, 2, 50, 35)]]
-    table = box_table(boxes)
+    table = box_points(box_table(boxes), size, 3) if precomputed else box_table(boxes)
     weights = torch.randn(2, 3, dtype=torch.float64)
     mp, pruned = mp_loss(grid, emb, table, seeds)
     seed = seed_loss(grid, pruned)

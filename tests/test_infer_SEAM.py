@@ -40,7 +40,7 @@ def test_two_cpu_workers_write_what_one_process_writes(setup, tmp_path, capfd):
     files, with the same contents, as one process."""
     root, weights = setup
     for gpus in (1, 2):
-        args = parse(root, weights, tmp_path / f"gpus{gpus}", "--gpus", str(gpus))
+        args = parse(root, weights, tmp_path / f"gpus{gpus}", "--gpus", str(gpus), "--cpu_workers", str(gpus - 1))
         assert launch(infer_SEAM.main, args, args.gpus, args.device) == 0
     assert "starting 2 worker processes" in capfd.readouterr().out
     files = {gpus: sorted(p.relative_to(tmp_path / f"gpus{gpus}") for p in (tmp_path / f"gpus{gpus}").rglob("*")

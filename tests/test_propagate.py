@@ -3,7 +3,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tool.propagate import ImageInputs, PropagateConfig, node_features, propagate, propagate_batch, train_a2gnn
+from network.a2gnn import A2GNN
+from tool.propagate import (
+    CRF_WEIGHT,
+    ImageInputs,
+    PropagateConfig,
+    image_generator,
+    node_features,
+    propagate,
+    propagate_batch,
+    train_a2gnn,
+    train_step,
+    training_batch,
+)
 from vocabulary import Box
 
 H, W = 90, 124  # image size; padded to 96 x 128, grid 12 x 16
@@ -160,3 +172,43 @@ def test_batched_probabilities_equal_single_image_calls():
         single = propagate(item.features, item.aff, item.seeds, item.image, item.image_size, cfg,
                            boxes=item.boxes, key=item.key)
         torch.testing.assert_close(probs, single, rtol=0, atol=1e-5)
+
+
+# ops that make the host wait for the device (on CUDA): data-dependent shapes and reads of values
+HOST_SYNC_OPS = {"aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::bincount",
+                 "aten::masked_select", "aten::unique", "aten::_unique2", "aten::unique_consecutive",
+                 "aten::repeat_interleave", "aten::equal"}
+
+
+@pytest.mark.parametrize("schedule", ["box", "others"])
+def test_an_epoch_does_not_wait_for_the_device(schedule, monkeypatch):
+    """The first CPU epoch of each phase, profiled: no op of the epoch reads a value back to the host or makes a
+    shape out of values (nonzero, item, bincount, …), and nothing calls ``tolist``. Adam's step counters
+    are host tensors (their ``item`` in ``optimizer.step`` reads no device memory), so its ops are left out.
+    Everything that depends only on the boxes and sizes is computed once, by ``training_batch``."""
+    items = sorted([scene_inputs(seed, crop, boxes, f"img{seed}") for seed, (crop, boxes) in enumerate(BATCH)],
+                   key=lambda item: tuple(item.features.shape[-2:]))
+    cfg = PropagateConfig(schedule=schedule, hidden=16)
+    batch = training_batch(items, cfg)
+    model = A2GNN(batch.x.shape[1], cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout,
+                  [image_generator(0, item.key, "cpu") for item in items])
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    tolist = []
+    original = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: tolist.append(self.shape) or original(self))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for crf_weight in (None, CRF_WEIGHT[schedule]):
+            train_step(model, batch, optimizer, crf_weight)
+    monkeypatch.undo()
+
+    def in_optimizer_step(event) -> bool:
+        while event is not None:
+            if event.name.startswith("Optimizer.step"):
+                return True
+            event = event.cpu_parent
+        return False
+
+    events = prof.events()
+    assert any(e.name == "aten::bmm" for e in events)  # the epoch was profiled
+    synced = sorted({e.name for e in events if e.name in HOST_SYNC_OPS and not in_optimizer_step(e)})
+    assert synced == [] and tolist == []

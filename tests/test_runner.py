@@ -1,12 +1,14 @@
 import argparse
 import errno
+import functools
+import os
 
 import pytest
 import torch
 import torch.distributed as dist
 
 from tool.cli import str2bool
-from tool.dist import parse_shard, process_group, shard_ids
+from tool.dist import launch, parse_shard, process_group, shard_ids
 from tool.label_io import atomic_path
 from tool.runner import run_per_image
 
@@ -50,6 +52,42 @@ def test_shards_partition_the_list(monkeypatch):
     for bad in ("3/3", "x", "1/0"):
         with pytest.raises(ValueError, match="shard"):
             parse_shard(bad)
+
+
+def test_explicit_shard_composes_with_the_workers(monkeypatch):
+    ids = [str(i) for i in range(23)]
+    for shard in range(3):
+        parts = []
+        for rank in range(4):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("WORLD_SIZE", "4")
+            parts.append(shard_ids(ids, *parse_shard(f"{shard}/3")))
+        assert sorted(sum(parts, []), key=int) == ids[shard::3]  # each id of the shard exactly once
+
+
+def _record_ids(args: argparse.Namespace) -> None:
+    """A per-image stage for ``launch``: writes ``<id>.txt`` atomically, once per call (a count)."""
+
+    def process(image_id):
+        with atomic_path(args.out / f"{image_id}.txt") as tmp:
+            tmp.write_text("x")
+        with open(args.out / "calls.log", "a") as log:
+            log.write(image_id + "\n")
+
+    run_per_image(args.ids, process, lambda i: [args.out / f"{i}.txt"], desc="t", shard=args.shard, overwrite=True)
+
+
+def test_shard_with_several_launch_workers_processes_each_image_once(tmp_path):
+    """``--shard j/2`` of a ``--gpus 3`` run (gloo CPU workers): the three workers split shard j (with
+    ``overwrite``, so that a worker would redo what a sibling did rather than skip it)."""
+    ids = [f"i{k}" for k in range(14)]
+    for shard in ("0/2", "1/2"):
+        args = argparse.Namespace(ids=ids, out=tmp_path, shard=shard)
+        assert launch(_record_ids, args, gpus=3, device="cpu") == 0
+    calls = (tmp_path / "calls.log").read_text().split()
+    assert sorted(calls) == sorted(ids)
+    assert sorted(p.stem for p in tmp_path.glob("*.txt") if p.name != "calls.log") == sorted(ids)
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_str2bool():
@@ -154,3 +192,32 @@ def test_process_group_is_destroyed_also_when_the_block_raises(monkeypatch):
     with process_group("cpu"):  # one process: nothing to start or destroy
         assert not dist.is_initialized()
 
+
+
+def _write_pid(path, fail: bool) -> None:
+    """An image's CPU part for the pool: writes the pid of the process it runs in."""
+    if fail:
+        raise ValueError("CRF failed")
+    with atomic_path(path) as tmp:
+        tmp.write_text(str(os.getpid()))
+
+
+@pytest.mark.parametrize("cpu_workers", [0, 2])
+def test_cpu_parts_run_in_a_pool_and_failures_are_named(tmp_path, capsys, cpu_workers):
+    ids = [f"i{k}" for k in range(7)]
+    calls = []
+
+    def process(image_id):
+        calls.append(image_id)
+        if image_id == "i1":
+            raise RuntimeError("device part failed")
+        return functools.partial(_write_pid, tmp_path / f"{image_id}.txt", image_id == "i4")
+
+    summary = run_per_image(ids, process, lambda i: [tmp_path / f"{i}.txt"], desc="t", cpu_workers=cpu_workers)
+    assert calls == ids and summary.done == 5
+    assert sorted(summary.failed) == [("i1", "RuntimeError: device part failed"), ("i4", "ValueError: CRF failed")]
+    pids = {int((tmp_path / f"{i}.txt").read_text()) for i in ids if i not in ("i1", "i4")}
+    assert (pids == {os.getpid()}) if cpu_workers == 0 else (os.getpid() not in pids and len(pids) <= 2)
+    assert "i4: ValueError: CRF failed" in capsys.readouterr().err
+    assert run_per_image(ids, process, lambda i: [tmp_path / f"{i}.txt"], desc="t",
+                         cpu_workers=cpu_workers).skipped == 5

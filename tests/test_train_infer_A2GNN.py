@@ -163,7 +163,8 @@ def test_two_cpu_workers_write_what_one_process_writes(fake_voc, tmp_path, capsy
     for gpus in (1, 2):
         out = tmp_path / f"gpus{gpus}"
         args = box_script.get_args_parser().parse_args(
-            [*common_flags(fake_voc, out / "labels"), "--radius", "2", "--gpus", str(gpus)])
+            [*common_flags(fake_voc, out / "labels"), "--radius", "2", "--gpus", str(gpus),
+             "--cpu_workers", str(gpus - 1)])  # the workers' CRF and PNG in a pool: the same files
         assert launch(box_script.main, args, args.gpus, args.device) == 1  # 2007_000003 has no seeds
         outputs[gpus] = out / "labels"
     assert "starting 2 worker processes" in capsys.readouterr().out

@@ -11,6 +11,7 @@ argmax maps and points, the gated CRF kernel is a window graph built once per im
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +144,8 @@ def gated_crf_term(probs: Tensor, kernel: WindowGraph | GraphBatch) -> Tensor:
     count = len(batch.graphs)
     total = probs.new_zeros(count).index_add_(0, tiles.image, tiles.weight.sum(dim=(1, 2)))
     agree = probs.new_zeros(count).index_add_(0, batch.node_image, (smoothed * probs).sum(dim=1))
-    loss = (total - agree) / torch.tensor(batch.sizes, dtype=probs.dtype, device=probs.device)
+    nodes = probs.new_zeros(count).index_add_(0, batch.node_image, probs.new_ones(len(probs)))  # no host copy
+    loss = (total - agree) / nodes
     return loss[0] if isinstance(kernel, WindowGraph) else loss
 
 
@@ -154,15 +156,86 @@ def box_table(boxes: Sequence[Sequence[Box]], device: torch.device | str | None 
     return torch.tensor(rows, dtype=torch.long, device=device).view(-1, 6)
 
 
-def mp_loss(grid: Tensor, embedding: Tensor, boxes: Tensor | Sequence[Box], seeds: Tensor
+@dataclass
+class BoxPoints:
+    """What the MP loss needs that depends only on the boxes and the seed size ``(Hp, Wp)``, built once per
+    batch by ``box_points`` (its ``nonzero``, ``bincount`` and maxima wait for the device there, once,
+    instead of in every epoch). ``nb`` boxes, ``P`` points (every row and every column of every box).
+
+    table: ``box_table`` rows ``(nb, 6)``; rows ``(Hp,)``, cols ``(Wp,)``: output indices; row_in ``(nb, Hp)``,
+    col_in ``(nb, Wp)``: the rows / columns inside each box; box_r, y_r / box_c, x_c: the (box, row) /
+    (box, column) pairs of the points chosen along rows / columns; order: the permutation that sorts the
+    concatenated points box by box; point_box, point_image, point_cls ``(P,)`` in that order; count ``(nb,)``
+    points per box; slot ``(P,)``: a point's place in its box; valid ``(nb, width)``: the used slots
+    (``width`` = most points of a box); box_slot ``(nb,)``: a box's place among its image's boxes (``slots``
+    = most boxes of an image); points, pairs ``(B,)``: each image's points and ordered point pairs.
+    """
+
+    table: Tensor
+    count_images: int
+    out_size: tuple[int, int]
+    rows: Tensor
+    cols: Tensor
+    row_in: Tensor
+    col_in: Tensor
+    box_r: Tensor
+    y_r: Tensor
+    box_c: Tensor
+    x_c: Tensor
+    order: Tensor
+    point_box: Tensor
+    point_image: Tensor
+    point_cls: Tensor
+    count: Tensor
+    slot: Tensor
+    width: int
+    valid: Tensor
+    box_slot: Tensor
+    slots: int
+    points: Tensor
+    pairs: Tensor
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def box_points(table: Tensor, out_size: tuple[int, int], count_images: int) -> BoxPoints:
+    """The ``BoxPoints`` of ``box_table`` rows ``table`` (boxes sorted by image, 0-based inclusive) of
+    ``count_images`` images whose seeds are ``out_size`` ``(Hp, Wp)``, on ``table``'s device."""
+    device = table.device
+    image, cls, x0, y0, x1, y1 = table.unbind(1)
+    rows = torch.arange(out_size[0], device=device)
+    cols = torch.arange(out_size[1], device=device)
+    row_in = (rows >= y0[:, None]) & (rows <= y1[:, None])  # (nb, Hp)
+    col_in = (cols >= x0[:, None]) & (cols <= x1[:, None])  # (nb, Wp)
+    box_r, y_r = row_in.nonzero(as_tuple=True)
+    box_c, x_c = col_in.nonzero(as_tuple=True)
+    point_box = torch.cat([box_r, box_c])
+    order = torch.argsort(point_box, stable=True)  # points box by box
+    point_box = point_box[order]
+    count = torch.bincount(point_box, minlength=len(table))  # points per box
+    slot = torch.arange(len(point_box), device=device) - (torch.cumsum(count, 0) - count)[point_box]
+    width = int(count.max()) if len(table) else 0
+    first = torch.searchsorted(image.contiguous(), torch.arange(count_images, device=device))
+    box_slot = torch.arange(len(table), device=device) - first[image]  # boxes sorted by image
+    points = torch.zeros(count_images, dtype=torch.long, device=device).index_add_(0, image, count)
+    pairs = torch.zeros(count_images, dtype=torch.long, device=device).index_add_(0, image, count ** 2)
+    return BoxPoints(table, count_images, tuple(out_size), rows, cols, row_in, col_in, box_r, y_r, box_c, x_c,
+                     order, point_box, image[point_box], cls[point_box], count, slot, width,
+                     torch.arange(width, device=device) < count[:, None], box_slot,
+                     int(box_slot.max()) + 1 if len(table) else 0, points, pairs)
+
+
+def mp_loss(grid: Tensor, embedding: Tensor, boxes: BoxPoints | Tensor | Sequence[Box], seeds: Tensor
             ) -> tuple[Tensor, Tensor]:
     """Box MP loss with consistency checking, every box of every image at once.
 
     grid: ``(B, C, h, w)`` logits and embedding: ``(B, d, h, w)`` node embeddings, both on the feature
     grid; the loss sees their bilinear upsampling to the seed size ``(Hp, Wp)``, computed only at the MP
     points and, for choosing the points and the pruning, the box's class map (equal to cropping the full
-    upsampling); boxes: ``box_table`` rows (0-based inclusive); seeds: ``(B, Hp, Wp)`` long. One image:
-    ``(C, h, w)``, ``(d, h, w)``, a list of ``Box`` and ``(Hp, Wp)`` give a scalar loss and ``(Hp, Wp)``.
+    upsampling); boxes: ``box_points`` of the batch (nothing in the call then waits for the device) or
+    ``box_table`` rows (0-based inclusive); seeds: ``(B, Hp, Wp)`` long. One image: ``(C, h, w)``,
+    ``(d, h, w)``, a list of ``Box`` and ``(Hp, Wp)`` give a scalar loss and ``(Hp, Wp)``.
 
     Per image, returns ``(loss (B,), pruned_seeds)``: for every box row the column of its largest
     class-``cls`` logit, for every box column the row of its largest one (first maximum on ties);
@@ -178,58 +251,43 @@ def mp_loss(grid: Tensor, embedding: Tensor, boxes: Tensor | Sequence[Box], seed
         loss, pruned = mp_loss(grid[None], embedding[None], box_table([boxes], grid.device), seeds[None])
         return loss[0], pruned[0]
     count_images, _, h, w = grid.shape
-    loss = grid.new_zeros(count_images)
+    if not isinstance(boxes, BoxPoints):
+        boxes = box_points(boxes, tuple(seeds.shape[1:]), count_images)
     if len(boxes) == 0:
-        return loss, seeds
-    out_size = tuple(seeds.shape[1:])
-    image, cls, x0, y0, x1, y1 = boxes.unbind(1)
-    rows = torch.arange(out_size[0], device=grid.device)
-    cols = torch.arange(out_size[1], device=grid.device)
-    row_in = (rows >= y0[:, None]) & (rows <= y1[:, None])  # (nb, Hp)
-    col_in = (cols >= x0[:, None]) & (cols <= x1[:, None])  # (nb, Wp)
+        return grid.new_zeros(count_images), seeds
+    b = boxes
+    out_size = b.out_size
+    image, cls = b.table[:, 0], b.table[:, 1]
     with torch.no_grad():
-        maps = bilinear_at(grid.detach()[image, cls], rows, cols, out_size)  # (nb, Hp, Wp) class maps
-        col_of_row = maps.masked_fill(~col_in[:, None, :], -torch.inf).argmax(dim=2)  # (nb, Hp)
-        row_of_col = maps.masked_fill_(~row_in[:, :, None], -torch.inf).argmax(dim=1)  # (nb, Wp)
+        maps = bilinear_at(grid.detach()[image, cls], b.rows, b.cols, out_size)  # (nb, Hp, Wp) class maps
+        col_of_row = maps.masked_fill(~b.col_in[:, None, :], -torch.inf).argmax(dim=2)  # (nb, Hp)
+        row_of_col = maps.masked_fill_(~b.row_in[:, :, None], -torch.inf).argmax(dim=1)  # (nb, Wp)
         del maps
-    box_r, y_r = row_in.nonzero(as_tuple=True)
-    box_c, x_c = col_in.nonzero(as_tuple=True)
-    point_box = torch.cat([box_r, box_c])
-    order = torch.argsort(point_box, stable=True)  # points box by box
-    point_box = point_box[order]
-    ys = torch.cat([y_r, row_of_col[box_c, x_c]])[order]
-    xs = torch.cat([col_of_row[box_r, y_r], x_c])[order]
-    point_image = image[point_box]
+    ys = torch.cat([b.y_r, row_of_col[b.box_c, b.x_c]])[b.order]
+    xs = torch.cat([col_of_row[b.box_r, b.y_r], b.x_c])[b.order]
 
-    ce = F.cross_entropy(bilinear_points(grid, ys, xs, out_size, point_image), cls[point_box], reduction="none")
-    emb = bilinear_points(embedding, ys, xs, out_size, point_image)  # (P, d)
-    count = torch.bincount(point_box, minlength=len(boxes))  # points per box
-    slot = torch.arange(len(point_box), device=grid.device) - (torch.cumsum(count, 0) - count)[point_box]
-    width = int(count.max())
-    padded = emb.new_zeros(len(boxes), width, emb.shape[1]).index_put((point_box, slot), emb)
-    norm = emb.new_zeros(len(boxes), width).index_put((point_box, slot), emb.norm(dim=1))
+    ce = F.cross_entropy(bilinear_points(grid, ys, xs, out_size, b.point_image), b.point_cls, reduction="none")
+    emb = bilinear_points(embedding, ys, xs, out_size, b.point_image)  # (P, d)
+    padded = emb.new_zeros(len(b), b.width, emb.shape[1]).index_put((b.point_box, b.slot), emb)
+    norm = emb.new_zeros(len(b), b.width).index_put((b.point_box, b.slot), emb.norm(dim=1))
     cos = torch.bmm(padded, padded.transpose(1, 2)) / (norm[:, :, None] * norm[:, None, :] + COS_EPS)
-    valid = torch.arange(width, device=grid.device) < count[:, None]
-    dis = (1 - cos + PAIR_EPS).masked_fill(~(valid[:, :, None] & valid[:, None, :]), 0).sum(dim=(1, 2))
+    dis = (1 - cos + PAIR_EPS).masked_fill(~(b.valid[:, :, None] & b.valid[:, None, :]), 0).sum(dim=(1, 2))
 
-    per_image = grid.new_zeros(4, count_images)
-    per_image[0].index_add_(0, point_image, ce)
+    per_image = grid.new_zeros(2, count_images)
+    per_image[0].index_add_(0, b.point_image, ce)
     per_image[1].index_add_(0, image, dis)
-    per_image[2].index_add_(0, image, count.to(grid.dtype))
-    per_image[3].index_add_(0, image, count.to(grid.dtype) ** 2)
-    ce_sum, dis_sum, points, pairs = per_image.unbind(0)
+    ce_sum, dis_sum = per_image.unbind(0)
+    points, pairs = b.points.to(grid.dtype), b.pairs.to(grid.dtype)
     loss = torch.where(points > 0, ce_sum / points.clamp(min=1) + dis_sum / pairs.clamp(min=1), 0)
 
     with torch.no_grad():
-        prototype = padded.detach().sum(dim=1) / count[:, None]  # (nb, d)
-        first = torch.searchsorted(image.contiguous(), torch.arange(count_images, device=grid.device))
-        box_slot = torch.arange(len(boxes), device=grid.device) - first[image]  # boxes sorted by image
-        stacked = prototype.new_zeros(count_images, int(box_slot.max()) + 1, prototype.shape[1])
-        stacked[image, box_slot] = prototype
+        prototype = padded.detach().sum(dim=1) / b.count[:, None]  # (nb, d)
+        stacked = prototype.new_zeros(count_images, b.slots, prototype.shape[1])
+        stacked[image, b.box_slot] = prototype
         score = torch.bmm(stacked, embedding.reshape(count_images, embedding.shape[1], h * w))
-        score = score[image, box_slot].view(-1, h, w)  # prototype · embedding on the grid, (nb, h, w)
-        prune = bilinear_at(score, rows, cols, out_size) < 0
-        prune &= row_in[:, :, None] & col_in[:, None, :] & (seeds[image] == cls[:, None, None])
+        score = score[image, b.box_slot].view(-1, h, w)  # prototype · embedding on the grid, (nb, h, w)
+        prune = bilinear_at(score, b.rows, b.cols, out_size) < 0
+        prune &= b.row_in[:, :, None] & b.col_in[:, None, :] & (seeds[image] == cls[:, None, None])
         hits = torch.zeros(count_images, prune[0].numel(), dtype=torch.int32, device=grid.device)
         hits.index_add_(0, image, prune.flatten(1).to(torch.int32))
         seeds = seeds.masked_fill(hits.view(seeds.shape) > 0, IGNORE)

@@ -90,16 +90,23 @@ def process_group(device: str) -> Iterator[torch.device]:
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
-    """``'i/n'`` → ``(i, n)``; ``None`` → the torchrun rank and world size (``(0, 1)`` without torchrun)."""
+    """This process's shard ``(index, count)`` of an id list (``shard_ids``).
+
+    ``None`` → the torchrun rank and world size (``(0, 1)`` without torchrun). ``'i/n'`` → shard ``i`` of
+    ``n``, split again among this run's ``W`` workers (``launch`` or torchrun): worker ``r`` takes
+    ``(i + n·r, n·W)``, i.e. ``ids[i::n][r::W]``, so every id of shard ``i`` is processed by exactly one
+    worker (``run_pipeline.py --jobs J`` passes ``--shard j/J`` to scripts that may start several workers).
+    """
+    rank, world = get_rank(), get_world_size()
     if shard is None:
-        return get_rank(), get_world_size()
+        return rank, world
     try:
         index, count = (int(v) for v in shard.split("/"))
     except ValueError as err:
         raise BadValueError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from err
     if not 0 <= index < count:
         raise BadValueError(f"--shard {shard}: need 0 <= i < n")
-    return index, count
+    return index + count * rank, count * world
 
 
 def shard_ids(ids: list[str], index: int, count: int) -> list[str]:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from network.a2gnn import A2GNN
 from network.graph import GraphBatch
-from tool.a2gnn_losses import box_table, crf_kernel_graph, gated_crf_term, mp_loss, seed_loss
+from tool.a2gnn_losses import BoxPoints, box_points, box_table, crf_kernel_graph, gated_crf_term, mp_loss, seed_loss
 from tool.graph import random_walk, window_graph
 from vocabulary import IGNORE, NUM_CLASSES, Box
 
@@ -123,7 +123,8 @@ def image_generator(seed: int, key: str, device: torch.device | str) -> torch.Ge
 @dataclass
 class Bucket:
     """Images ``start:stop`` of a ``TrainingBatch`` (all of grid size ``h × w``) and their node rows
-    ``nodes``; seeds ``(B, Hp, Wp)`` (replaced by each epoch's pruned seeds); boxes: ``box_table`` rows."""
+    ``nodes``; seeds ``(B, Hp, Wp)`` (replaced by each epoch's pruned seeds); boxes: their ``box_points``
+    (the box schedule), built once for every epoch."""
 
     start: int
     stop: int
@@ -131,7 +132,7 @@ class Bucket:
     w: int
     nodes: slice
     seeds: Tensor
-    boxes: Tensor | None
+    boxes: BoxPoints | None
 
 
 @dataclass
@@ -168,7 +169,8 @@ def check_inputs(item: ImageInputs, cfg: PropagateConfig) -> None:
 
 
 def training_batch(items: Sequence[ImageInputs], cfg: PropagateConfig) -> TrainingBatch:
-    """Node features, graphs, CRF kernels and size buckets of ``items`` (already sorted by grid size)."""
+    """Node features, graphs, CRF kernels and size buckets of ``items`` (already sorted by grid size):
+    everything that depends only on the inputs, boxes and sizes, so that no epoch waits for the device."""
     device = items[0].features.device
     graphs = [window_graph(item.aff, (item.aff.shape[0] - 1) // 2) for item in items]
     kernels = [crf_kernel_graph(F.interpolate(item.image[None].to(device), item.features.shape[-2:],
@@ -182,10 +184,12 @@ def training_batch(items: Sequence[ImageInputs], cfg: PropagateConfig) -> Traini
         while stop < len(items) and tuple(items[stop].features.shape[-2:]) == (h, w):
             stop += 1
         group = items[start:stop]
-        boxes = box_table([item.boxes for item in group], device) if cfg.schedule == "box" else None
         seeds = torch.stack([item.seeds.to(device).long() for item in group])
+        boxes = (box_points(box_table([item.boxes for item in group], device), tuple(seeds.shape[1:]), len(group))
+                 if cfg.schedule == "box" else None)
         batch.buckets.append(Bucket(start, stop, h, w, slice(node, node + len(group) * h * w), seeds, boxes))
         start, node = stop, node + len(group) * h * w
+    _ = batch.graph.tiles, batch.crf.tiles, batch.crf.node_image  # built here, not in the first epochs
     return batch
 
 
