@@ -5,8 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from tool.instances import (coco_annotations, coco_dataset, coco_image, coco_image_id, decode_mask, encode_mask,
-                            instance_map, instances_from_ground_truth, instances_from_labels, read_instance_png)
+from tool.instances import (
+    coco_annotations,
+    coco_dataset,
+    coco_image,
+    coco_image_id,
+    decode_mask,
+    encode_mask,
+    instance_map,
+    instances_from_ground_truth,
+    instances_from_labels,
+    read_instance_png,
+)
 from tool.label_io import save_label_png
 from vocabulary import IGNORE, Box
 

@@ -90,7 +90,8 @@ def matched_iou(gt: dict, pred: dict) -> dict[str, float]:
         if p is None:
             ious.append(0.0)
             continue
-        g, m = decode_mask(a["segmentation"], sizes[a["image_id"]]), decode_mask(p["segmentation"], sizes[a["image_id"]])
+        hw = sizes[a["image_id"]]
+        g, m = decode_mask(a["segmentation"], hw), decode_mask(p["segmentation"], hw)
         union = np.count_nonzero(g | m)
         ious.append(np.count_nonzero(g & m) / union if union else 0.0)
     matched = sum(1 for a in gt["annotations"] if (a["image_id"], a.get("instance")) in by_key)
