@@ -35,7 +35,7 @@ from voc12.lists import read_list, write_id_list
 
 REPO = Path(__file__).resolve().parent
 STAGES = ("data", "cam_train", "cam_eval", "cam_infer", "seeds", "baselines", "aff_train", "a2gnn", "evaluate", "seg",
-          "sheet")
+          "inst", "sheet")
 SUPERVISIONS = ("image", "point", "scribble", "box")
 PER_IMAGE_SCRIPTS = {"infer_SEAM", "make_seed_labels", "make_baseline_labels", "train_infer_A2GNN_box",
                      "train_infer_A2GNN_others"}  # these take --shard i/n
@@ -131,6 +131,32 @@ SEG_PLANS = {
     "voc": SegPlan(arch="deeplabv2_resnet101", iters=20000, batch=10, crop=321, lr=2.5e-4, optimizer="sgd",
                    scale_range=(0.5, 2.0)),
 }
+
+
+@dataclass(frozen=True)
+class InstPlan:
+    """Stage-4 Mask R-CNN of one run (``train_inst.py`` flags; the demo's backbone is the stage-1 classifier)."""
+
+    arch: str
+    iters: int
+    batch: int
+    lr: float
+    optimizer: str
+    min_size: tuple[int, ...]
+    max_size: int
+
+
+# Generated data: the stage-1 ResNet-38 with light heads (network/maskrcnn.py), AdamW; see docs/instances.md
+INST_PLANS = {
+    "default": InstPlan(arch="maskrcnn_resnet38", iters=240, batch=4, lr=2e-4, optimizer="adamw", min_size=(160,),
+                        max_size=224),
+    "quick": InstPlan(arch="maskrcnn_resnet38", iters=4, batch=2, lr=2e-4, optimizer="adamw", min_size=(96,),
+                      max_size=128),
+    # real VOC2012: Detectron2's VOC Mask R-CNN recipe (train_inst.py), ImageNet ResNet-50 from netWeights/
+    "voc": InstPlan(arch="maskrcnn_resnet50_fpn", iters=18000, batch=16, lr=0.02, optimizer="sgd",
+                    min_size=(480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800), max_size=1333),
+}
+INST_LABELS = ("a2gnn", "grabcut", "box_fill", "gt")  # the instance label sets Mask R-CNN trains on
 
 
 def plan_name(args: argparse.Namespace) -> str:
@@ -487,6 +513,59 @@ class Pipeline:
         return {"arch": plan.arch, "val_list": self.val_list, "num_val": len(val_ids), "gt": scores["gt"],
                 "seconds": round(time.time() - start, 1)}
 
+    def inst_labels(self, name: str) -> Path:
+        """The COCO instances file of a label set of :data:`INST_LABELS` (or ``val_gt``)."""
+        return self.work / "inst" / "labels" / f"{name}.json"
+
+    def inst(self) -> dict | None:
+        """Stage 4, instances (docs/instances.md): instance labels of the box pseudo labels, of GrabCut per box, of
+        the filled boxes and of the ground truth on the infer list, their own scores there, and Mask R-CNN
+        trained on each and scored on the val list. Returns ``summary['inst']`` (None when skipped)."""
+        from eval_inst import evaluate
+        from train_inst import DEFAULT_BACKBONE
+
+        if "box" not in self.sups:
+            print("inst stage skipped: it needs the box supervision (--supervision box or all)")
+            return None
+        plan = INST_PLANS[plan_name(self.args)]
+        backbone = self.weights / "resnet38_SEAM.pth" if plan.arch == "maskrcnn_resnet38" else \
+            Path(DEFAULT_BACKBONE[plan.arch])
+        if not backbone.is_file():
+            print(f"inst stage skipped: no backbone file {backbone} (see train_inst.py --backbone_weights)")
+            return None
+        start = time.time()
+        folders = {"a2gnn": self.pseudo_dir("box"), "grabcut": self.baseline_dir("grabcut"),
+                   "box_fill": self.baseline_dir("box_fill"), "gt": "gt"}
+        sets = [(name, self.infer_list, folder) for name, folder in folders.items()] + [("val_gt", self.val_list, "gt")]
+        for name, ids, folder in sets:
+            if not self.inst_labels(name).is_file() or self.redo("inst"):
+                png = [] if name == "val_gt" else ["--out_dir", self.inst_labels(name).with_suffix("")]
+                self.run("make_instance_labels", ["--voc12_root", self.root, "--infer_list", ids, "--label_dir", folder,
+                                                  "--out_json", self.inst_labels(name), *png])
+        gt_train, gt_val = (json.loads(self.inst_labels(n).read_text()) for n in ("gt", "val_gt"))
+        labels = {name: evaluate(gt_train, json.loads(self.inst_labels(name).read_text())) for name in INST_LABELS[:3]}
+        model = ["--arch", plan.arch, "--min_size", *plan.min_size, "--max_size", plan.max_size]
+        if plan.arch == "maskrcnn_resnet38":
+            model += ["--backbone_width", self.plan.width]
+        ckpts = {name: self.work / "inst" / "weights" / f"{name}.pth" for name in INST_LABELS}
+        self.run_each("train_inst", [
+            ["--voc12_root", self.root, "--train_json", self.inst_labels(name), *model, "--backbone_weights", backbone,
+             "--max_iters", plan.iters, "--batch_size", plan.batch, "--lr", plan.lr, "--optimizer", plan.optimizer,
+             "--num_workers", self.args.num_workers, "--session_name", name, "--save_dir", ckpts[name].parent,
+             *self.common()]
+            for name in INST_LABELS if not ckpts[name].is_file() or self.redo("inst")])
+        preds = {name: self.work / "inst" / "val" / f"{name}.json" for name in INST_LABELS}
+        self.run_each("infer_inst", [
+            ["--voc12_root", self.root, "--infer_list", self.val_list, "--weights", ckpts[name], *model,
+             "--out_json", preds[name], "--device", self.args.device]
+            for name in INST_LABELS if not preds[name].is_file() or self.redo("inst")])
+        nets = {name: evaluate(gt_val, json.loads(preds[name].read_text())) for name in INST_LABELS}
+        gt_ap50 = nets["gt"]["AP50"]
+        return {"arch": plan.arch, "iters": plan.iters, "val_list": self.val_list, "num_val": len(gt_val["images"]),
+                "labels": labels, "nets": nets,
+                "a2gnn_pct_of_gt_ap50": nets["a2gnn"]["AP50"] / gt_ap50 if gt_ap50 > 0 else None,
+                "seconds": round(time.time() - start, 1)}
+
     def sheet(self) -> None:
         columns = [f"cam_seeds={self.cam_seeds}"] + [f"{sup}={self.pseudo_dir(sup)}" for sup in self.sups]
         self.run("visualize", ["--voc12_root", self.root, "--list", self.infer_list, "--first", 6,
@@ -537,6 +616,24 @@ def print_seg_table(summary: dict) -> None:
         base = f"{n['baseline']} {100 * n['baseline_val_miou']:.1f}" if "baseline" in n else "-"
         pct = f"{100 * n['pct_of_gt']:>9.1f}" if n["pct_of_gt"] is not None else f"{'-':>9}"
         print(f"{sup:<12}{100 * n['seeds_val_miou']:>8.1f}{base:>22}{100 * n['val_miou']:>8.1f}{pct}")
+
+
+def print_inst_table(summary: dict) -> None:
+    """Mask AP of the instance labels on the infer list and of Mask R-CNN trained on each, on the val list."""
+    inst = summary["inst"]
+    print(f"\ninstance segmentation (Mask R-CNN {inst['arch']}, {inst['iters']} steps), mask AP % on "
+          f"{inst['val_list']} ({inst['num_val']} images); {inst.get('seconds', 0) / 60:.1f} min for all of it")
+    header = f"{'labels':<10}{'label AP50':>11}{'AP75':>7}{'box IoU':>9}{'net AP50':>10}{'AP75':>7}{'AP':>7}"
+    print(header + "\n" + "-" * len(header))
+    for name, net in inst["nets"].items():
+        label = inst["labels"].get(name)
+        cells = (f"{100 * label['AP50']:>11.1f}{100 * label['AP75']:>7.1f}{100 * label['mean_iou']:>9.1f}" if label
+                 else f"{'-':>11}{'-':>7}{'-':>9}")
+        print(f"{name:<10}{cells}{100 * net['AP50']:>10.1f}{100 * net['AP75']:>7.1f}{100 * net['AP']:>7.1f}")
+    if inst["a2gnn_pct_of_gt_ap50"] is not None:
+        print(f"(label columns: the instance labels themselves on the infer list, as predictions of score 1; box IoU: "
+              f"mean IoU of each box's mask with its ground-truth instance. A2GNN's net reaches "
+              f"{100 * inst['a2gnn_pct_of_gt_ap50']:.1f} % of the ground-truth net's AP50)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -611,6 +708,16 @@ def main(args: argparse.Namespace) -> dict:
             with atomic_path(summary_path) as tmp:
                 tmp.write_text(json.dumps(summary, indent=2))
             print_seg_table(summary)
+    if pipe.wanted("inst"):
+        print(f"\n=== [{time.time() - start:7.1f} s] stage inst", flush=True)
+        inst = pipe.inst()
+        if inst is not None:
+            summary["inst"] = inst
+            pipe.stage_seconds["inst"] = inst["seconds"]
+            summary.setdefault("stage_seconds", {})["inst"] = inst["seconds"]
+            with atomic_path(summary_path) as tmp:
+                tmp.write_text(json.dumps(summary, indent=2))
+            print_inst_table(summary)
     if pipe.wanted("sheet"):
         pipe.sheet()
     if pipe.stage_seconds:

@@ -2,9 +2,9 @@
 Detectron2; this is torchvision's implementation).
 
 - ``maskrcnn_resnet50_fpn``: torchvision's standard Mask R-CNN (ResNet-50-FPN, frozen BatchNorm, the
-  three last ResNet stages trained), built with ``weights=None, weights_backbone=None`` so nothing is
-  downloaded; :func:`load_backbone` fills its ResNet-50 from a local ImageNet file (torchvision's
-  ``resnet50-0676ba61.pth``).
+  three last ResNet stages trained: ``maskrcnn_resnet50_fpn``'s setting for an ImageNet backbone), built
+  from its parts without weights so nothing is downloaded; ``train_inst.py`` fills its ResNet-50 from a
+  local ImageNet file (torchvision's ``resnet50-0676ba61.pth``).
 - ``maskrcnn_resnet38``: the stage-1 ResNet-38 (``network.resnet38d``, any width, BatchNorm and
   ``conv1a`` frozen) as a single stride-8 feature map (``conv6`` reduced to 256 channels by a 1×1 conv), one
   anchor level of sizes 16..128 and lighter sampling, for the CPU demo: initialised from the SEAM
@@ -24,11 +24,12 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
+from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from network import resnet38d
 
@@ -55,11 +56,15 @@ class ResNet38Features(nn.Module):
 class InstanceNet(nn.Module):
     """A torchvision ``MaskRCNN`` plus what the training loop needs: parameter groups and the backbone body."""
 
-    def __init__(self, model: MaskRCNN, body: nn.Module, backbone_name: str):
+    def __init__(self, model: MaskRCNN, backbone_name: str):
         super().__init__()
         self.model = model
-        self.body = body  # the part an ImageNet / stage-1 file initialises (a submodule of model)
         self.backbone_name = backbone_name
+
+    @property
+    def body(self) -> nn.Module:
+        """The ResNet an ImageNet (or stage-1) file initialises: ``model.backbone.body``."""
+        return self.model.backbone.body
 
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
         return self.model(images, targets)
@@ -79,10 +84,13 @@ def build_instance_net(arch: str, num_classes: int, *, min_size: int | Sequence[
     most this many per image in eval."""
     min_size = tuple(min_size) if isinstance(min_size, Sequence) else (min_size,)
     if arch == "maskrcnn_resnet50_fpn":
-        model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes,
-                                      trainable_backbone_layers=3, min_size=min_size, max_size=max_size,
-                                      box_detections_per_img=detections)
-        return InstanceNet(model, model.backbone.body, "torchvision ResNet-50")
+        # torchvision's maskrcnn_resnet50_fpn without weights would train every layer and its BatchNorm; the
+        # standard (ImageNet init, frozen BatchNorm, conv1 and layer1 frozen) is built from its parts instead
+        backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d,
+                                       trainable_layers=3)
+        model = MaskRCNN(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size,
+                         box_detections_per_img=detections)
+        return InstanceNet(model, "torchvision ResNet-50")
     if arch == "maskrcnn_resnet38":
         backbone = ResNet38Features(width)
         model = MaskRCNN(
@@ -97,5 +105,5 @@ def build_instance_net(arch: str, num_classes: int, *, min_size: int | Sequence[
             rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
             rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=128, box_batch_size_per_image=128,
             box_detections_per_img=detections)
-        return InstanceNet(model, backbone.body, "ResNet-38 (SEAM classifier or MXNet ImageNet)")
+        return InstanceNet(model, "ResNet-38 (SEAM classifier or MXNet ImageNet)")
     raise ValueError(f"--arch must be one of {ARCHITECTURES}, got {arch!r}")
