@@ -29,8 +29,9 @@ from stages.instances import add_model_args, build_from_args
 from tool import cli
 from tool import dist as tdist
 from tool.checkpoint import load_checkpoint
-from tool.trainer import add_training_args, train
+from tool.trainer import add_training_args, run_files, train
 from voc12.instances import InstanceTrainDataset, read_coco, split_batch
+from voc12.preflight import preflight_training
 
 # flags whose change alters the result: a resume must repeat them (tool/trainer.py)
 SETTINGS = ("arch", "backbone_width", "backbone_weights", "train_json", "min_size", "max_size", "batch_size",
@@ -93,9 +94,14 @@ def main(args: argparse.Namespace) -> list[dict[str, float]]:
         if args.backbone_weights is None:
             args.backbone_weights = DEFAULT_BACKBONE[args.arch]
         try:
-            dataset = InstanceTrainDataset(read_coco(args.train_json), args.voc12_root)
-        except (OSError, ValueError, KeyError) as err:
-            raise cli.UserError(f"--train_json {args.train_json}: {err}") from None
+            coco = read_coco(args.train_json)
+            ids = [Path(im["file_name"]).stem for im in coco["images"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise cli.UserError(f"--train_json {args.train_json}: {err} (a COCO instances file)") from None
+        good = set(preflight_training(ids, args.voc12_root, run_files(args), args.skip_bad,
+                                      verbose=tdist.is_main_process(), list_flag="--train_json"))
+        coco["images"] = [im for im in coco["images"] if Path(im["file_name"]).stem in good]
+        dataset = InstanceTrainDataset(coco, args.voc12_root)
         torch.manual_seed(args.seed)
         net = build_from_args(args)
         if not args.resume and args.backbone_weights.lower() != "none":

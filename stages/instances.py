@@ -9,7 +9,7 @@ from vocabulary import NUM_CLASSES
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """The flags that build the network (the same in ``infer_inst.py``)."""
+    """``--arch``, ``--backbone_width``, ``--min_size``, ``--max_size``: what builds the network."""
     parser.add_argument("--arch", default="maskrcnn_resnet50_fpn", choices=ARCHITECTURES,
                         help="maskrcnn_resnet50_fpn: torchvision's standard; maskrcnn_resnet38: the stage-1 "
                              "ResNet-38 with light heads (CPU demo)")
