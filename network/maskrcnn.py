@@ -5,10 +5,11 @@ Detectron2; this is torchvision's implementation).
   three last ResNet stages trained: ``maskrcnn_resnet50_fpn``'s setting for an ImageNet backbone), built
   from its parts without weights so nothing is downloaded; ``train_inst.py`` fills its ResNet-50 from a
   local ImageNet file (torchvision's ``resnet50-0676ba61.pth``).
-- ``maskrcnn_resnet38``: the stage-1 ResNet-38 (``network.resnet38d``, any width, BatchNorm and
-  ``conv1a`` frozen) as a single stride-8 feature map (``conv6`` reduced to 256 channels by a 1×1 conv), one
-  anchor level of sizes 16..128 and lighter sampling, for the CPU demo: initialised from the SEAM
-  classifier, it is a network that saw image-level labels only.
+- ``maskrcnn_resnet38``: the stage-1 ResNet-38 (``network.resnet38d``, any width), **frozen**, as a single
+  stride-8 feature map (``conv6`` reduced to 128 channels by a trained 1×1 conv), one anchor level of sizes
+  16..256, light heads (a 256-wide box head, two 128-channel mask convs), RoIAlign with one sample per bin and
+  64 RoIs per image, for the CPU demo: initialised from the SEAM classifier, it is a network that saw
+  image-level labels only, and only its heads learn the instances.
 
 Both map a list of ``(3, H, W)`` float images in [0, 1] (any sizes; torchvision resizes them between
 ``min_size`` and ``max_size`` and normalizes with the ImageNet mean and std) to torchvision's detection
@@ -37,7 +38,7 @@ ARCHITECTURES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet38")
 RESNET38_CHANNELS = 128  # conv6 reduced to this many channels before the RPN and the RoI heads
 RESNET38_BOX_FC = 256  # the box head's two fully connected layers (torchvision: 1024)
 RESNET38_MASK_CONVS = (128, 128)  # the mask head's 3x3 convs (torchvision: four of 256)
-RESNET38_ANCHORS = ((16, 32, 64, 128),)  # one level (stride 8): the demo's objects are 10..170 px
+RESNET38_ANCHORS = ((16, 32, 64, 128, 256),)  # one level (stride 8): the demo's objects are 10..170 px
 
 
 class ResNet38Features(nn.Module):
@@ -93,17 +94,18 @@ def build_instance_net(arch: str, num_classes: int, *, min_size: int | Sequence[
         return InstanceNet(model, "torchvision ResNet-50")
     if arch == "maskrcnn_resnet38":
         backbone = ResNet38Features(width)
+        backbone.body.requires_grad_(False)  # the classifier's features as they are: no backward through them
         model = MaskRCNN(
             backbone, num_classes=None, min_size=min_size, max_size=max_size,
             rpn_anchor_generator=AnchorGenerator(RESNET38_ANCHORS, ((0.5, 1.0, 2.0),)),
-            box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
+            box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=1),
             box_head=TwoMLPHead(RESNET38_CHANNELS * 7 * 7, RESNET38_BOX_FC),
             box_predictor=FastRCNNPredictor(RESNET38_BOX_FC, num_classes),
-            mask_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=2),
+            mask_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=1),
             mask_head=MaskRCNNHeads(RESNET38_CHANNELS, RESNET38_MASK_CONVS, 1),
             mask_predictor=MaskRCNNPredictor(RESNET38_MASK_CONVS[-1], RESNET38_MASK_CONVS[-1], num_classes),
             rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
-            rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=128, box_batch_size_per_image=128,
+            rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=128, box_batch_size_per_image=64,
             box_detections_per_img=detections)
         return InstanceNet(model, "ResNet-38 (SEAM classifier or MXNet ImageNet)")
     raise ValueError(f"--arch must be one of {ARCHITECTURES}, got {arch!r}")
