@@ -53,6 +53,13 @@ class ResNet38Features(nn.Module):
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict([("0", torch.relu(self.reduce(self.body(x))))])
 
+    def train(self, mode: bool = True) -> ResNet38Features:
+        """The frozen body stays in eval mode (no dropout in b6 / b7: the features training sees are those of
+        inference); only ``reduce`` follows ``mode``."""
+        super().train(mode)
+        self.body.eval()
+        return self
+
 
 class InstanceNet(nn.Module):
     """A torchvision ``MaskRCNN`` plus what the training loop needs: parameter groups and the backbone body."""
