@@ -537,6 +537,10 @@ class Pipeline:
         start = time.time()
         folders = {"a2gnn": self.pseudo_dir("box"), "grabcut": self.baseline_dir("grabcut"),
                    "box_fill": self.baseline_dir("box_fill"), "gt": "gt"}
+        missing = [str(f) for f in folders.values() if f != "gt" and not Path(f).is_dir()]
+        if missing:
+            print(f"inst stage skipped: no label folder {', '.join(missing)} (run the baselines and a2gnn stages)")
+            return None
         sets = [(name, self.infer_list, folder) for name, folder in folders.items()] + [("val_gt", self.val_list, "gt")]
         for name, ids, folder in sets:
             if not self.inst_labels(name).is_file() or self.redo("inst"):

@@ -56,8 +56,13 @@ def test_inst_stage_trains_one_net_per_label_set_and_scores_them(tmp_path, monke
     assert "net AP50" in capsys.readouterr().out
 
 
-def test_inst_stage_needs_the_box_supervision(tmp_path, capsys):
+def test_inst_stage_needs_the_box_supervision_and_its_label_folders(tmp_path, capsys):
     args = run_pipeline.get_args_parser().parse_args(
         ["--quick", "--work_dir", str(tmp_path), "--supervision", "image", "--device", "cpu"])
     assert run_pipeline.Pipeline(args).inst() is None
     assert "needs the box supervision" in capsys.readouterr().out
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "resnet38_SEAM.pth").write_bytes(b"")
+    args.supervision = "box"
+    assert run_pipeline.Pipeline(args).inst() is None
+    assert "no label folder" in capsys.readouterr().out
