@@ -8,7 +8,7 @@
 probability above 0.5, ``bbox``, ``score``), what COCOeval scores. ``--save_path``: VOC-style PNGs of the
 detections scoring at least ``--png_score``: ``SegmentationObject/<id>.png`` (index 1 = the best, higher
 scores drawn over lower ones) and ``SegmentationClass/<id>.png`` (their classes). Use the ``--arch``,
-``--backbone_width``, ``--min_size`` and ``--max_size`` of training.
+``--backbone_width``, ``--short_side`` and ``--long_side`` of training.
 """
 
 from __future__ import annotations

@@ -142,20 +142,20 @@ class InstPlan:
     batch: int
     lr: float
     optimizer: str
-    min_size: tuple[int, ...]
-    max_size: int
+    short_side: tuple[int, ...]
+    long_side: int
 
 
 # Generated data: the frozen stage-1 ResNet-38 with light heads (network/maskrcnn.py), AdamW. Seed-0 data: at lr 2e-4
 # with the ResNet-38 trained too, 120 steps gave the ground-truth net 4.1 val AP50 (docs/instances.md)
 INST_PLANS = {
-    "default": InstPlan(arch="maskrcnn_resnet38", iters=300, batch=4, lr=1e-3, optimizer="adamw", min_size=(160,),
-                        max_size=224),
-    "quick": InstPlan(arch="maskrcnn_resnet38", iters=4, batch=2, lr=1e-3, optimizer="adamw", min_size=(96,),
-                      max_size=128),
+    "default": InstPlan(arch="maskrcnn_resnet38", iters=300, batch=4, lr=1e-3, optimizer="adamw", short_side=(160,),
+                        long_side=224),
+    "quick": InstPlan(arch="maskrcnn_resnet38", iters=4, batch=2, lr=1e-3, optimizer="adamw", short_side=(96,),
+                      long_side=128),
     # real VOC2012: Detectron2's VOC Mask R-CNN recipe (train_inst.py), ImageNet ResNet-50 from netWeights/
     "voc": InstPlan(arch="maskrcnn_resnet50_fpn", iters=18000, batch=16, lr=0.02, optimizer="sgd",
-                    min_size=(480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800), max_size=1333),
+                    short_side=(480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800), long_side=1333),
 }
 INST_LABELS = ("a2gnn", "grabcut", "box_fill", "gt")  # the instance label sets Mask R-CNN trains on
 
@@ -549,7 +549,7 @@ class Pipeline:
                                                   "--out_json", self.inst_labels(name), *png])
         gt_train, gt_val = (json.loads(self.inst_labels(n).read_text()) for n in ("gt", "val_gt"))
         labels = {name: evaluate(gt_train, json.loads(self.inst_labels(name).read_text())) for name in INST_LABELS[:3]}
-        model = ["--arch", plan.arch, "--min_size", *plan.min_size, "--max_size", plan.max_size]
+        model = ["--arch", plan.arch, "--short_side", *plan.short_side, "--long_side", plan.long_side]
         if plan.arch == "maskrcnn_resnet38":
             model += ["--backbone_width", self.plan.width]
         ckpts = {name: self.work / "inst" / "weights" / f"{name}.pth" for name in INST_LABELS}

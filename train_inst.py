@@ -34,7 +34,7 @@ from voc12.instances import InstanceTrainDataset, read_coco, split_batch
 from voc12.preflight import preflight_training
 
 # flags whose change alters the result: a resume must repeat them (tool/trainer.py)
-SETTINGS = ("arch", "backbone_width", "backbone_weights", "train_json", "min_size", "max_size", "batch_size",
+SETTINGS = ("arch", "backbone_width", "backbone_weights", "train_json", "short_side", "long_side", "batch_size",
             "max_iters", "lr", "wt_dec", "momentum", "optimizer", "seed", "num_workers", "amp")
 DEFAULT_BACKBONE = {"maskrcnn_resnet50_fpn": "netWeights/resnet50-0676ba61.pth",
                     "maskrcnn_resnet38": "netWeights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params"}

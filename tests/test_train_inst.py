@@ -18,7 +18,7 @@ from tool.cli import UserError
 from tool.instances import read_instance_png
 from vocabulary import NUM_CLASSES
 
-MODEL = ["--arch", "maskrcnn_resnet38", "--backbone_width", "0.0625", "--min_size", "48", "--max_size", "64"]
+MODEL = ["--arch", "maskrcnn_resnet38", "--backbone_width", "0.0625", "--short_side", "48", "--long_side", "64"]
 
 
 @pytest.fixture(scope="module")
