@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.plans import PLANS, SEG_PLANS, apply_overrides, default_plan_name, plan_record, provenance
+from stages.plans import INST_PLANS, PLANS, SEG_PLANS, apply_overrides, default_plan_name, plan_record, provenance
 from tool import cli
 from tool.cli import DEVICE_HELP, default_device, make_parser
 from tool.dist import add_gpus_argument, launch
@@ -46,7 +46,7 @@ from voc12.lists import read_list, write_id_list
 
 REPO = Path(__file__).resolve().parent
 STAGES = ("data", "cam_train", "cam_eval", "cam_infer", "seeds", "baselines", "aff_train", "a2gnn", "evaluate", "seg",
-          "sheet")
+          "inst", "sheet")
 SUPERVISIONS = ("image", "point", "scribble", "box")
 PER_IMAGE_SCRIPTS = {"infer_SEAM", "make_seed_labels", "make_baseline_labels", "train_infer_A2GNN_box",
                      "train_infer_A2GNN_others"}  # these take --shard i/n
@@ -75,6 +75,9 @@ def background_miou(gt_dir: Path, ids: Sequence[str]) -> float:
     return scores_from_confusion(conf)["miou"]
 
 
+INST_LABELS = ("a2gnn", "grabcut", "box_fill", "gt")  # the instance label sets Mask R-CNN trains on
+
+
 def plan_name(args: argparse.Namespace) -> str:
     """``--plan``, else ``quick`` with ``--quick``, ``voc`` with ``--voc12_root``, ``default`` otherwise."""
     return args.plan or default_plan_name(args.quick, args.voc12_root)
@@ -86,8 +89,8 @@ class Pipeline:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.plan_name = plan_name(args)
-        self.plan, self.seg_plan, self.overrides = apply_overrides(PLANS[self.plan_name], SEG_PLANS[self.plan_name],
-                                                                   args.set)
+        self.plan, self.seg_plan, self.inst_plan, self.overrides = apply_overrides(
+            PLANS[self.plan_name], SEG_PLANS[self.plan_name], INST_PLANS[self.plan_name], args.set)
         self.work = Path(args.work_dir)
         self.root = Path(args.voc12_root) if args.voc12_root else self.work / "VOC2012"
         self.synthetic = args.voc12_root is None
@@ -462,6 +465,63 @@ class Pipeline:
         return {"arch": plan.arch, "val_list": self.val_list, "num_val": len(val_ids), "gt": scores["gt"],
                 "all_background": chance, "gt_at_chance": gt_at_chance, "seconds": round(time.time() - start, 1)}
 
+    def inst_labels(self, name: str) -> Path:
+        """The COCO instances file of a label set of :data:`INST_LABELS` (or ``val_gt``)."""
+        return self.work / "inst" / "labels" / f"{name}.json"
+
+    def inst(self) -> dict | None:
+        """Stage 4, instances (docs/instances.md): instance labels of the box pseudo labels, of GrabCut per box, of
+        the filled boxes and of the ground truth on the infer list, their own scores there, and Mask R-CNN
+        trained on each and scored on the val list. Returns ``summary['inst']`` (None when skipped)."""
+        from eval_inst import evaluate
+        from train_inst import DEFAULT_BACKBONE
+
+        if "box" not in self.sups:
+            print("inst stage skipped: it needs the box supervision (--supervision box or all)")
+            return None
+        plan = self.inst_plan
+        backbone = self.weights / "resnet38_SEAM.pth" if plan.arch == "maskrcnn_resnet38" else \
+            Path(DEFAULT_BACKBONE[plan.arch])
+        if not backbone.is_file():
+            print(f"inst stage skipped: no backbone file {backbone} (see train_inst.py --backbone_weights)")
+            return None
+        start = time.time()
+        folders = {"a2gnn": self.pseudo_dir("box"), "grabcut": self.baseline_dir("grabcut"),
+                   "box_fill": self.baseline_dir("box_fill"), "gt": "gt"}
+        missing = [str(f) for f in folders.values() if f != "gt" and not Path(f).is_dir()]
+        if missing:
+            print(f"inst stage skipped: no label folder {', '.join(missing)} (run the baselines and a2gnn stages)")
+            return None
+        sets = [(name, self.infer_list, folder) for name, folder in folders.items()] + [("val_gt", self.val_list, "gt")]
+        for name, ids, folder in sets:
+            if not self.inst_labels(name).is_file() or self.redo("inst"):
+                png = [] if name == "val_gt" else ["--out_dir", self.inst_labels(name).with_suffix("")]
+                self.run("make_instance_labels", ["--voc12_root", self.root, "--infer_list", ids, "--label_dir", folder,
+                                                  "--out_json", self.inst_labels(name), *png])
+        gt_train, gt_val = (json.loads(self.inst_labels(n).read_text()) for n in ("gt", "val_gt"))
+        labels = {name: evaluate(gt_train, json.loads(self.inst_labels(name).read_text())) for name in INST_LABELS[:3]}
+        model = ["--arch", plan.arch, "--short_side", *plan.short_side, "--long_side", plan.long_side]
+        if plan.arch == "maskrcnn_resnet38":
+            model += ["--backbone_width", self.plan.width]
+        ckpts = {name: self.work / "inst" / "weights" / f"{name}.pth" for name in INST_LABELS}
+        self.run_each("train_inst", [
+            ["--voc12_root", self.root, "--train_json", self.inst_labels(name), *model, "--backbone_weights", backbone,
+             "--max_iters", plan.iters, "--batch_size", plan.batch, "--lr", plan.lr, "--optimizer", plan.optimizer,
+             "--num_workers", self.num_workers, "--session_name", name, "--save_dir", ckpts[name].parent,
+             *self.common()]
+            for name in INST_LABELS if not ckpts[name].is_file() or self.redo("inst")])
+        preds = {name: self.work / "inst" / "val" / f"{name}.json" for name in INST_LABELS}
+        self.run_each("infer_inst", [
+            ["--voc12_root", self.root, "--infer_list", self.val_list, "--weights", ckpts[name], *model,
+             "--out_json", preds[name], "--device", self.args.device]
+            for name in INST_LABELS if not preds[name].is_file() or self.redo("inst")])
+        nets = {name: evaluate(gt_val, json.loads(preds[name].read_text())) for name in INST_LABELS}
+        gt_ap50 = nets["gt"]["AP50"]
+        return {"arch": plan.arch, "iters": plan.iters, "val_list": self.val_list, "num_val": len(gt_val["images"]),
+                "labels": labels, "nets": nets,
+                "a2gnn_pct_of_gt_ap50": nets["a2gnn"]["AP50"] / gt_ap50 if gt_ap50 > 0 else None,
+                "seconds": round(time.time() - start, 1)}
+
     def sheet(self) -> None:
         columns = [f"cam_seeds={self.cam_seeds}"] + [f"{sup}={self.pseudo_dir(sup)}" for sup in self.sups]
         self.run("visualize", ["--voc12_root", self.root, "--list", self.infer_list, "--first", 6,
@@ -522,6 +582,24 @@ def print_seg_table(summary: dict) -> None:
         print(f"({SMOKE_TEST})")
 
 
+def print_inst_table(summary: dict) -> None:
+    """Mask AP of the instance labels on the infer list and of Mask R-CNN trained on each, on the val list."""
+    inst = summary["inst"]
+    print(f"\ninstance segmentation (Mask R-CNN {inst['arch']}, {inst['iters']} steps), mask AP % on "
+          f"{inst['val_list']} ({inst['num_val']} images); {inst.get('seconds', 0) / 60:.1f} min for all of it")
+    header = f"{'labels':<10}{'label AP50':>11}{'AP75':>7}{'box IoU':>9}{'net AP50':>10}{'AP75':>7}{'AP':>7}"
+    print(header + "\n" + "-" * len(header))
+    for name, net in inst["nets"].items():
+        label = inst["labels"].get(name)
+        cells = (f"{100 * label['AP50']:>11.1f}{100 * label['AP75']:>7.1f}{100 * label['mean_iou']:>9.1f}" if label
+                 else f"{'-':>11}{'-':>7}{'-':>9}")
+        print(f"{name:<10}{cells}{100 * net['AP50']:>10.1f}{100 * net['AP75']:>7.1f}{100 * net['AP']:>7.1f}")
+    if inst["a2gnn_pct_of_gt_ap50"] is not None:
+        print(f"(label columns: the instance labels themselves on the infer list, as predictions of score 1; box IoU: "
+              f"mean IoU of each box's mask with its ground-truth instance. A2GNN's net reaches "
+              f"{100 * inst['a2gnn_pct_of_gt_ap50']:.1f} % of the ground-truth net's AP50)")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("--work_dir", default="data/demo", help="everything the run writes goes here")
@@ -578,7 +656,8 @@ def main(args: argparse.Namespace) -> dict:
     if smoke_test:
         print(f"*** {SMOKE_TEST} ***")
     print(pipe.devices(), flush=True)
-    print(f"pipeline: {pipe.plan_name} plan {plan_record(pipe.plan_name, pipe.plan, pipe.seg_plan, pipe.overrides)}")
+    record = plan_record(pipe.plan_name, pipe.plan, pipe.seg_plan, pipe.inst_plan, pipe.overrides)
+    print(f"pipeline: {pipe.plan_name} plan {record}")
     print(f"data: {pipe.root}; supervisions: {', '.join(pipe.sups)}; work dir: {pipe.work}")
     steps = [("data", None), ("cam_train", None), ("cam_eval", None), ("cam_infer", None)]
     steps += [(stage, sup) for stage in ("seeds", "baselines") for sup in pipe.sups]
@@ -608,7 +687,7 @@ def main(args: argparse.Namespace) -> dict:
         # wall time of each stage this invocation ran (one skipped because its outputs exist: its few seconds)
         summary.setdefault("stage_seconds", {}).update(pipe.stage_seconds)
         summary.update(units=UNITS, smoke_test=smoke_test,
-                       plan=plan_record(pipe.plan_name, pipe.plan, pipe.seg_plan, pipe.overrides),
+                       plan=record,
                        voc12_root=str(pipe.root), **provenance(REPO, args.device))
         with atomic_path(summary_path) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
@@ -624,6 +703,16 @@ def main(args: argparse.Namespace) -> dict:
             with atomic_path(summary_path) as tmp:
                 tmp.write_text(json.dumps(summary, indent=2))
             print_seg_table(summary)
+    if pipe.wanted("inst"):
+        print(f"\n=== [{time.time() - start:7.1f} s] stage inst", flush=True)
+        inst = pipe.inst()
+        if inst is not None:
+            summary["inst"] = inst
+            pipe.stage_seconds["inst"] = inst["seconds"]
+            summary.setdefault("stage_seconds", {})["inst"] = inst["seconds"]
+            with atomic_path(summary_path) as tmp:
+                tmp.write_text(json.dumps(summary, indent=2))
+            print_inst_table(summary)
     if pipe.wanted("sheet"):
         pipe.sheet()
     if pipe.stage_seconds:

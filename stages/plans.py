@@ -116,8 +116,33 @@ SEG_PLANS = {
                    scale_range=(0.5, 2.0)),
 }
 
-SEG_PREFIX = "seg."
+PREFIXES = {"seg.": "seg", "inst.": "inst"}  # --set prefix -> the stage-4 plan it changes
 
+
+@dataclass(frozen=True)
+class InstPlan:
+    """Stage-4 Mask R-CNN of one run (``train_inst.py`` flags; the demo's backbone is the stage-1 classifier)."""
+
+    arch: str
+    iters: int
+    batch: int
+    lr: float
+    optimizer: str
+    short_side: tuple[int, ...]
+    long_side: int
+
+
+# Generated data: the frozen stage-1 ResNet-38 with light heads (network/maskrcnn.py), AdamW. Seed-0 data: at lr 2e-4
+# with the ResNet-38 trained too, 120 steps gave the ground-truth net 4.1 val AP50 (docs/instances.md)
+INST_PLANS = {
+    "default": InstPlan(arch="maskrcnn_resnet38", iters=300, batch=4, lr=1e-3, optimizer="adamw", short_side=(160,),
+                        long_side=224),
+    "quick": InstPlan(arch="maskrcnn_resnet38", iters=4, batch=2, lr=1e-3, optimizer="adamw", short_side=(96,),
+                      long_side=128),
+    # real VOC2012: Detectron2's VOC Mask R-CNN recipe (train_inst.py), ImageNet ResNet-50 from netWeights/
+    "voc": InstPlan(arch="maskrcnn_resnet50_fpn", iters=18000, batch=16, lr=0.02, optimizer="sgd",
+                    short_side=(480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800), long_side=1333),
+}
 
 def default_plan_name(quick: bool, voc12_root: str | None) -> str:
     """``quick`` with ``--quick``; else ``voc`` on a real VOC root, ``default`` on the generated data."""
@@ -145,32 +170,34 @@ def _parse_value(key: str, text: str, kind: Any) -> Any:
         raise BadValueError(f"--set {key}={text}: not a {name} ({err})") from None
 
 
-def apply_overrides(plan: Plan, seg: SegPlan, items: Sequence[str]) -> tuple[Plan, SegPlan, dict[str, Any]]:
-    """``plan`` and ``seg`` with the ``key=value`` items applied (``seg.key=value`` for the stage-4 part) and the
-    typed overrides by key. An unknown key or a value of the wrong type raises ``BadValueError`` naming the
-    key and the valid ones."""
+def apply_overrides(plan: Plan, seg: SegPlan, inst: InstPlan, items: Sequence[str]
+                    ) -> tuple[Plan, SegPlan, InstPlan, dict[str, Any]]:
+    """``plan``, ``seg`` and ``inst`` with the ``key=value`` items applied (``seg.key=value`` for the semantic
+    stage-4 part, ``inst.key=value`` for Mask R-CNN) and the typed overrides by key. An unknown key or a value
+    of the wrong type raises ``BadValueError`` naming the key and the valid ones."""
+    parts = {"plan": plan, "seg": seg, "inst": inst}
     overrides: dict[str, Any] = {}
-    changes: dict[str, dict[str, Any]] = {"plan": {}, "seg": {}}
+    changes: dict[str, dict[str, Any]] = {part: {} for part in parts}
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
-        target, name = ("seg", key[len(SEG_PREFIX):]) if key.startswith(SEG_PREFIX) else ("plan", key)
-        cls = SegPlan if target == "seg" else Plan
-        kinds = typing.get_type_hints(cls)
+        prefix = next((p for p in PREFIXES if key.startswith(p)), "")
+        target, name = PREFIXES.get(prefix, "plan"), key[len(prefix):]
+        kinds = typing.get_type_hints(type(parts[target]))
         if not sep or name not in kinds:
-            valid = ", ".join(f.name for f in fields(Plan)) + "; " + ", ".join(
-                SEG_PREFIX + f.name for f in fields(SegPlan))
+            valid = "; ".join(", ".join(prefix + f.name for f in fields(part))
+                              for prefix, part in (("", plan), *((p, parts[t]) for p, t in PREFIXES.items())))
             problem = "expected key=value" if not sep else f"unknown key {key!r}"
             raise BadValueError(f"--set {item}: {problem}; valid keys: {valid}")
         value = _parse_value(key, text, kinds[name])
         changes[target][name] = value
         overrides[key] = value
-    return replace(plan, **changes["plan"]), replace(seg, **changes["seg"]), overrides
+    return (*(replace(part, **changes[target]) for target, part in parts.items()), overrides)
 
 
-def plan_record(name: str, plan: Plan, seg: SegPlan, overrides: dict[str, Any]) -> dict:
+def plan_record(name: str, plan: Plan, seg: SegPlan, inst: InstPlan, overrides: dict[str, Any]) -> dict:
     """The plan as run, for ``summary.json``: its name, every value (overrides applied) and the overrides."""
-    return {"name": name, "values": asdict(plan), "seg": asdict(seg), "overrides": overrides}
+    return {"name": name, "values": asdict(plan), "seg": asdict(seg), "inst": asdict(inst), "overrides": overrides}
 
 
 def code_version(repo: Path) -> str:

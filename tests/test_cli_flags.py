@@ -17,7 +17,7 @@ SCRIPTS = sorted(p.stem for p in REPO.glob("*.py")
 PER_STAGE_DEFAULT = {
     "--weights", "--network", "--session_name", "--save_dir", "--save_path", "--seed_label_root",
     "--lr", "--epochs", "--max_epoches", "--batch_size", "--radius", "--num_workers", "--out", "--out_dir",
-    "--scales", "--momentum", "--crop_size", "--label_dir",
+    "--scales", "--momentum", "--crop_size", "--label_dir", "--wt_dec", "--max_iters",
 }
 # (script, flag): why this one differs.
 EXCEPTIONS = {
@@ -31,6 +31,8 @@ EXCEPTIONS = {
     ("infer_seg", "--voc12_root"): "optional: --image_dir (and --gt_dir) replace it",
     ("download_weights", "--list"): "prints the table of published files; this script reads no id list",
     ("train_seg", "--wt_dec"): "default per --arch (tool.segmentation.recipe): DeepLab v2's 5e-4, PSPNet's 1e-4",
+    ("train_inst", "--arch"): "Mask R-CNN networks (network/maskrcnn.py), not the segmentation networks",
+    ("infer_inst", "--arch"): "Mask R-CNN networks (network/maskrcnn.py), not the segmentation networks",
 }
 # Earlier names that keep working (README commands and users' shell history): script -> {alias: flag}.
 ALIASES = {
@@ -148,7 +150,7 @@ def test_stage_3_says_that_num_workers_is_unused(tmp_path, capsys):
 # GPU (tool.dist.launch). eval_classifier, infer_image and run_pipeline (a driver) stay one process; the driver's
 # --gpus goes to the training scripts it launches.
 GPU_STAGES = {"train_SEAM", "infer_SEAM", "train_aff_gated_aff", "train_infer_A2GNN_box", "train_infer_A2GNN_others",
-              "train_seg", "infer_seg"}
+              "train_seg", "infer_seg", "train_inst"}
 
 
 def test_every_gpu_stage_script_starts_one_worker_per_gpu():

@@ -1,0 +1,50 @@
+"""tool.coco_eval: COCOeval mask AP and mAP^r, and the per-box IoU of pseudo labels."""
+
+import numpy as np
+import pytest
+
+from tool.coco_eval import AP_KEYS, as_results, mask_ap, matched_iou
+from tool.instances import InstanceLabels, coco_annotations, coco_dataset, coco_image, encode_mask
+
+
+def two_squares(shift: int = 0) -> np.ndarray:
+    """Two 10x10 instances of class 1 in a 40x40 image; the second moved ``shift`` columns right."""
+    inst = np.zeros((40, 40), np.uint8)
+    inst[2:12, 2:12] = 1
+    inst[20:30, 20 + shift:30 + shift] = 2
+    return inst
+
+
+def ground_truth() -> dict:
+    labels = InstanceLabels(two_squares(), [1, 1])
+    return coco_dataset([coco_image("2026_000001", (40, 40))], coco_annotations(labels, 2026000001, 1), "gt")
+
+
+def test_ground_truth_against_itself_scores_one():
+    gt = ground_truth()
+    scores = mask_ap(gt, as_results(gt))
+    assert scores.keys() == set(AP_KEYS)
+    assert all(v == pytest.approx(1.0) for v in scores.values())
+    assert matched_iou(gt, gt) == {"mean_iou": 1.0, "instances": 2, "matched": 2}
+
+
+def test_a_shifted_mask_scores_the_hand_computed_ap():
+    gt = ground_truth()
+    shifted = two_squares(shift=2)  # the second mask: overlap 10x8 = 80, union 120, IoU 2/3
+    results = [{"image_id": 2026000001, "category_id": 1, "segmentation": encode_mask(shifted == k), "score": s}
+               for k, s in ((1, 0.9), (2, 0.8))]
+    scores = mask_ap(gt, results)
+    # IoU 2/3 matches at thresholds up to 0.65; above, the best detection alone is right: precision 1 up to
+    # recall 0.5, then nothing: 51 of the 101 recall points
+    half = 51 / 101
+    assert scores["mAP_r@0.25"] == pytest.approx(1.0) and scores["mAP_r@0.5"] == pytest.approx(1.0)
+    assert scores["mAP_r@0.7"] == pytest.approx(half) and scores["mAP_r@0.75"] == pytest.approx(half)
+    assert scores["AP50"] == pytest.approx(1.0) and scores["AP75"] == pytest.approx(half)
+    assert scores["AP"] == pytest.approx((4 * 1.0 + 6 * half) / 10)
+    # the pseudo-label view: the same masks with the ground truth's indices
+    pred = coco_dataset(gt["images"], coco_annotations(InstanceLabels(shifted, [1, 1]), 2026000001, 1), "pred")
+    assert matched_iou(gt, pred)["mean_iou"] == pytest.approx((1 + 80 / 120) / 2)
+
+
+def test_no_prediction_scores_zero():
+    assert set(mask_ap(ground_truth(), []).values()) == {0.0}

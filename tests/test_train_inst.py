@@ -1,0 +1,136 @@
+"""Stage 4 instances on a tiny generated VOC root: instance labels, Mask R-CNN training with kill-and-resume
+equality, inference to COCO results and PNGs, and their scores."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from killed_run import killed_after_epoch
+
+import eval_inst
+import infer_inst
+import make_instance_labels
+import make_synthetic_voc
+import train_inst
+from network.maskrcnn import build_instance_net
+from tool.cli import UserError
+from tool.instances import read_instance_png
+from vocabulary import NUM_CLASSES
+
+MODEL = ["--arch", "maskrcnn_resnet38", "--backbone_width", "0.0625", "--short_side", "48", "--long_side", "64"]
+
+
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    make_synthetic_voc.main(make_synthetic_voc.get_args_parser().parse_args(
+        ["--out", str(root), "--num_train", "4", "--num_val", "3", "--min_size", "40", "--max_size", "56"]))
+    out = tmp_path_factory.mktemp("labels")
+    for list_name in ("train", "val"):
+        assert make_instance_labels.main(make_instance_labels.get_args_parser().parse_args(
+            ["--voc12_root", str(root), "--infer_list", f"{list_name}.txt", "--label_dir", "gt",
+             "--out_json", str(out / f"{list_name}_gt.json")])) == 0
+    return root, out
+
+
+def train_args(root, labels, out, *extra):
+    return train_inst.get_args_parser().parse_args([
+        "--voc12_root", str(root), "--train_json", str(labels / "train_gt.json"), *MODEL,
+        "--backbone_weights", "none", "--batch_size", "2", "--max_iters", "3", "--lr", "1e-4", "--optimizer", "adamw",
+        "--num_workers", "0", "--device", "cpu", "--save_dir", str(out), "--session_name", "inst", "--log_every", "1",
+        *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_voc, tmp_path_factory):
+    root, labels = tiny_voc
+    out = tmp_path_factory.mktemp("full")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny images: one thread is faster and does not suffer from a loaded machine
+    yield train_inst.main(train_args(root, labels, out)), out
+    torch.set_num_threads(threads)
+
+
+def test_box_fill_labels_are_the_rectangles_and_score_below_ground_truth(tiny_voc, tmp_path):
+    root, labels = tiny_voc
+    from make_baseline_labels import baseline_label
+    from tool.label_io import save_label_png
+    from voc12.lists import read_list
+    for image_id in read_list("train.txt", root):
+        save_label_png(tmp_path / "fill" / f"{image_id}.png", baseline_label("box_fill", root, image_id))
+    assert make_instance_labels.main(make_instance_labels.get_args_parser().parse_args(
+        ["--voc12_root", str(root), "--infer_list", "train.txt", "--label_dir", str(tmp_path / "fill"),
+         "--out_json", str(tmp_path / "fill.json"), "--out_dir", str(tmp_path / "png")])) == 0
+    fill = json.loads((tmp_path / "fill.json").read_text())
+    gt = json.loads((labels / "train_gt.json").read_text())
+    assert len(fill["annotations"]) == len(gt["annotations"])
+    image = fill["images"][0]
+    inst = read_instance_png(tmp_path / "png" / image["file_name"].replace(".jpg", ".png"))
+    for ann in (a for a in fill["annotations"] if a["image_id"] == image["id"]):
+        x, y, w, h = (int(v) for v in ann["bbox"])
+        owned = inst[y:y + h, x:x + w] == ann["instance"]
+        assert owned.sum() == ann["area"] > 0  # every pixel of the instance lies in its box
+    scores = eval_inst.main(eval_inst.get_args_parser().parse_args(
+        ["--gt_json", str(labels / "train_gt.json"), "--pred_json", str(tmp_path / "fill.json")]))
+    assert 0 < scores["mean_iou"] < 1 and scores["AP"] < 1
+    with pytest.raises(UserError, match="--label_dir"):
+        make_instance_labels.main(make_instance_labels.get_args_parser().parse_args(
+            ["--voc12_root", str(root), "--label_dir", str(tmp_path / "nowhere"), "--out_json", str(tmp_path / "x")]))
+
+
+def test_networks_give_losses_in_training_and_detections_in_eval(one_thread):
+    torch.manual_seed(0)
+    for arch, width in (("maskrcnn_resnet38", 0.0625), ("maskrcnn_resnet50_fpn", 1.0)):
+        net = build_instance_net(arch, NUM_CLASSES, min_size=48, max_size=64, width=width, detections=5)
+        masks = torch.zeros(1, 40, 50, dtype=torch.uint8)
+        masks[0, 5:30, 10:40] = 1
+        target = {"boxes": torch.tensor([[10.0, 5.0, 40.0, 30.0]]), "labels": torch.tensor([4]), "masks": masks}
+        net.train()
+        losses = net([torch.rand(3, 40, 50)], [target])
+        assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+        assert all(torch.isfinite(v) for v in losses.values())
+        weights, biases, new_w, new_b = net.get_parameter_groups()
+        assert len(weights) + len(biases) == sum(p.requires_grad for p in net.parameters()) and not new_w + new_b
+        net.eval()
+        with torch.no_grad():
+            out = net([torch.rand(3, 40, 50)])[0]
+        assert out["masks"].shape[1:] == (1, 40, 50) and len(out["scores"]) <= 5
+
+
+def test_killed_and_resumed_training_ends_with_the_uninterrupted_weights(tiny_voc, trained, tmp_path, one_thread):
+    root, labels = tiny_voc
+    full, full_dir = trained
+    assert len(full) == 3 and all(np.isfinite(s["loss"]) for s in full)  # 2 steps/epoch, last epoch cut at 3
+    with killed_after_epoch(1):
+        train_inst.main(train_args(root, labels, tmp_path / "cut"))
+    rest = train_inst.main(train_args(root, labels, tmp_path / "cut", "--resume", "True"))
+    assert rest == full[2:]
+    reference = torch.load(full_dir / "inst.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "inst.pth", weights_only=True)
+    for key, value in reference.items():
+        assert torch.equal(resumed[key], value), key
+
+
+def test_inference_writes_coco_results_and_pngs_that_eval_scores(tiny_voc, trained, tmp_path, one_thread):
+    root, labels = tiny_voc
+    _, full_dir = trained
+    results = infer_inst.main(infer_inst.get_args_parser().parse_args(
+        ["--voc12_root", str(root), "--infer_list", "val.txt", "--weights", str(full_dir / "inst.pth"), *MODEL,
+         "--out_json", str(tmp_path / "val.json"), "--save_path", str(tmp_path / "png"), "--png_score", "0",
+         "--device", "cpu"]))
+    assert json.loads((tmp_path / "val.json").read_text()) == results
+    gt = json.loads((labels / "val_gt.json").read_text())
+    for image in gt["images"]:
+        stem = image["file_name"].replace(".jpg", ".png")
+        obj = read_instance_png(tmp_path / "png" / "SegmentationObject" / stem)
+        assert obj.shape == (image["height"], image["width"])
+        assert obj.max() <= sum(r["image_id"] == image["id"] for r in results)
+    scores = eval_inst.main(eval_inst.get_args_parser().parse_args(
+        ["--gt_json", str(labels / "val_gt.json"), "--pred_json", str(tmp_path / "val.json")]))
+    assert all(0 <= scores[k] <= 1 for k in ("AP", "AP50", "AP75", "mAP_r@0.25"))
+    with pytest.raises(UserError, match="--weights"):
+        infer_inst.main(infer_inst.get_args_parser().parse_args(
+            ["--voc12_root", str(root), "--infer_list", "val.txt", "--weights", str(full_dir / "inst.pth"),
+             "--arch", "maskrcnn_resnet38", "--backbone_width", "0.125", "--out_json", str(tmp_path / "x.json"),
+             "--device", "cpu"]))

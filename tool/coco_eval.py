@@ -1,0 +1,98 @@
+"""Mask AP with ``pycocotools`` COCOeval (stage 4 instances, **OURS**), and the pseudo labels' own quality.
+
+:func:`mask_ap` scores predictions (COCO results: ``image_id``, ``category_id``, ``segmentation`` RLE,
+``score``) against a COCO instances file and returns, in [0, 1] (-1 where no ground truth exists):
+
+- ``AP``, ``AP50``, ``AP75``: COCO's mask AP over IoU 0.50:0.05:0.95, at 0.5, at 0.75 (101-point
+  interpolated precision, all areas, 100 detections per image);
+- ``mAP_r@0.25`` / ``@0.5`` / ``@0.7`` / ``@0.75``: the box-supervised instance segmentation papers'
+  mAP^r at those IoUs (SDI, BBTP, BoxInst on VOC), computed the same way at that one threshold.
+
+:func:`matched_iou` is the mean IoU of each predicted instance with the ground-truth instance of the same
+index (``"instance"``, the box order), the pseudo labels' per-box quality.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from tool.instances import decode_mask
+
+COCO_IOUS = np.linspace(0.5, 0.95, 10)
+MAP_R_IOUS = (0.25, 0.5, 0.7, 0.75)
+AP_KEYS = ("AP", "AP50", "AP75", *(f"mAP_r@{t}" for t in MAP_R_IOUS))
+
+
+def load_coco(dataset: dict) -> COCO:
+    """A ``COCO`` object from an instances dict (without pycocotools' prints)."""
+    coco = COCO()
+    coco.dataset = copy.deepcopy(dataset)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def as_results(dataset: dict, score: float = 1.0) -> list[dict]:
+    """The annotations of an instances file as predictions of score ``score`` (pseudo labels scored as
+    detections)."""
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": a["segmentation"],
+             "bbox": a["bbox"], "score": score} for a in dataset["annotations"]]
+
+
+def mask_ap(gt: dict, results: Sequence[dict], image_ids: Sequence[int] | None = None) -> dict[str, float]:
+    """The :data:`AP_KEYS` of ``results`` against ``gt`` (both COCO dicts / lists) on ``image_ids`` (default:
+    every image of ``gt``). No prediction at all gives 0 wherever ground truth exists."""
+    thresholds = np.union1d(COCO_IOUS.round(2), MAP_R_IOUS)
+    coco_gt = load_coco(gt)
+    if not results:
+        has_gt = bool(gt["annotations"])
+        return {key: 0.0 if has_gt else -1.0 for key in AP_KEYS}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(copy.deepcopy(list(results)))
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="segm")
+        evaluator.params.iouThrs = thresholds
+        if image_ids is not None:
+            evaluator.params.imgIds = list(image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    # precision: (T thresholds, R recall points, K classes, A areas, M max-dets); area "all", 100 dets
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+
+    def ap(rows: np.ndarray) -> float:
+        values = precision[rows]
+        values = values[values > -1]
+        return float(values.mean()) if values.size else -1.0
+
+    def at(iou: float) -> np.ndarray:
+        return np.flatnonzero(np.isclose(thresholds, iou))
+
+    scores = {"AP": ap(np.flatnonzero(np.isin(thresholds.round(2), COCO_IOUS.round(2)))),
+              "AP50": ap(at(0.5)), "AP75": ap(at(0.75))}
+    scores.update({f"mAP_r@{t}": ap(at(t)) for t in MAP_R_IOUS})
+    return scores
+
+
+def matched_iou(gt: dict, pred: dict) -> dict[str, float]:
+    """Mean IoU over the ground-truth instances of each ``pred`` instance with the same image and
+    ``"instance"`` index (0 for a ground-truth instance without one), and how many were matched."""
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    by_key = {(a["image_id"], a.get("instance")): a for a in pred["annotations"]}
+    ious = []
+    for a in gt["annotations"]:
+        p = by_key.get((a["image_id"], a.get("instance")))
+        if p is None:
+            ious.append(0.0)
+            continue
+        hw = sizes[a["image_id"]]
+        g, m = decode_mask(a["segmentation"], hw), decode_mask(p["segmentation"], hw)
+        union = np.count_nonzero(g | m)
+        ious.append(np.count_nonzero(g & m) / union if union else 0.0)
+    matched = sum(1 for a in gt["annotations"] if (a["image_id"], a.get("instance")) in by_key)
+    return {"mean_iou": float(np.mean(ious)) if ious else -1.0, "instances": len(ious), "matched": matched}
