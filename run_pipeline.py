@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ import torch
 from stages.plans import INST_PLANS, PLANS, SEG_PLANS, apply_overrides, default_plan_name, plan_record, provenance
 from tool import cli
 from tool.cli import DEVICE_HELP, default_device, make_parser
+from tool.coco_eval import AP_KEYS
 from tool.dist import add_gpus_argument, launch
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import confusion_matrix, grid_label, scores_from_confusion
@@ -59,6 +61,13 @@ UNITS = "%"  # every score in summary.json is a percentage, as in the printed ta
 CHANCE_MARGIN = 1.0  # mIoU points: a ground-truth net within this of all-background is at chance
 SMOKE_TEST = ("smoke test of the wiring (plan 'quick': a few tiny images, a few steps per stage): its numbers "
               "are not quality figures")
+
+
+def percents(scores: dict[str, Any]) -> dict[str, Any]:
+    """The instance scores of ``eval_inst.evaluate`` (AP keys, mean IoU) as percentages, the unit of the
+    printed tables and summary.json; counts and the -1 of 'no ground truth' stay as they are."""
+    return {key: pct(value) if key in (*AP_KEYS, "mean_iou") and value >= 0 else value
+            for key, value in scores.items()}
 
 
 def pct(value: float) -> float:
@@ -499,7 +508,8 @@ class Pipeline:
                 self.run("make_instance_labels", ["--voc12_root", self.root, "--infer_list", ids, "--label_dir", folder,
                                                   "--out_json", self.inst_labels(name), *png])
         gt_train, gt_val = (json.loads(self.inst_labels(n).read_text()) for n in ("gt", "val_gt"))
-        labels = {name: evaluate(gt_train, json.loads(self.inst_labels(name).read_text())) for name in INST_LABELS[:3]}
+        labels = {name: percents(evaluate(gt_train, json.loads(self.inst_labels(name).read_text())))
+                  for name in INST_LABELS[:3]}
         model = ["--arch", plan.arch, "--short_side", *plan.short_side, "--long_side", plan.long_side]
         if plan.arch == "maskrcnn_resnet38":
             model += ["--backbone_width", self.plan.width]
@@ -515,11 +525,11 @@ class Pipeline:
             ["--voc12_root", self.root, "--infer_list", self.val_list, "--weights", ckpts[name], *model,
              "--out_json", preds[name], "--device", self.args.device]
             for name in INST_LABELS if not preds[name].is_file() or self.redo("inst")])
-        nets = {name: evaluate(gt_val, json.loads(preds[name].read_text())) for name in INST_LABELS}
+        nets = {name: percents(evaluate(gt_val, json.loads(preds[name].read_text()))) for name in INST_LABELS}
         gt_ap50 = nets["gt"]["AP50"]
         return {"arch": plan.arch, "iters": plan.iters, "val_list": self.val_list, "num_val": len(gt_val["images"]),
                 "labels": labels, "nets": nets,
-                "a2gnn_pct_of_gt_ap50": nets["a2gnn"]["AP50"] / gt_ap50 if gt_ap50 > 0 else None,
+                "a2gnn_pct_of_gt_ap50": pct(nets["a2gnn"]["AP50"] / gt_ap50) if gt_ap50 > 0 else None,
                 "seconds": round(time.time() - start, 1)}
 
     def sheet(self) -> None:
@@ -591,13 +601,13 @@ def print_inst_table(summary: dict) -> None:
     print(header + "\n" + "-" * len(header))
     for name, net in inst["nets"].items():
         label = inst["labels"].get(name)
-        cells = (f"{100 * label['AP50']:>11.1f}{100 * label['AP75']:>7.1f}{100 * label['mean_iou']:>9.1f}" if label
+        cells = (f"{label['AP50']:>11.1f}{label['AP75']:>7.1f}{label['mean_iou']:>9.1f}" if label
                  else f"{'-':>11}{'-':>7}{'-':>9}")
-        print(f"{name:<10}{cells}{100 * net['AP50']:>10.1f}{100 * net['AP75']:>7.1f}{100 * net['AP']:>7.1f}")
+        print(f"{name:<10}{cells}{net['AP50']:>10.1f}{net['AP75']:>7.1f}{net['AP']:>7.1f}")
     if inst["a2gnn_pct_of_gt_ap50"] is not None:
         print(f"(label columns: the instance labels themselves on the infer list, as predictions of score 1; box IoU: "
               f"mean IoU of each box's mask with its ground-truth instance. A2GNN's net reaches "
-              f"{100 * inst['a2gnn_pct_of_gt_ap50']:.1f} % of the ground-truth net's AP50)")
+              f"{inst['a2gnn_pct_of_gt_ap50']:.1f} % of the ground-truth net's AP50)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

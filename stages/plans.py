@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -197,7 +198,8 @@ def apply_overrides(plan: Plan, seg: SegPlan, inst: InstPlan, items: Sequence[st
 
 def plan_record(name: str, plan: Plan, seg: SegPlan, inst: InstPlan, overrides: dict[str, Any]) -> dict:
     """The plan as run, for ``summary.json``: its name, every value (overrides applied) and the overrides."""
-    return {"name": name, "values": asdict(plan), "seg": asdict(seg), "inst": asdict(inst), "overrides": overrides}
+    record = {"name": name, "values": asdict(plan), "seg": asdict(seg), "inst": asdict(inst), "overrides": overrides}
+    return json.loads(json.dumps(record))  # as summary.json holds it: tuples become lists
 
 
 def code_version(repo: Path) -> str:

@@ -1,6 +1,7 @@
 """stages.plans: the named plans as data, --set overrides typed by the dataclass fields, the run's provenance."""
 
 import dataclasses
+import json
 import math
 import subprocess
 from pathlib import Path
@@ -75,7 +76,8 @@ def test_default_plan_name_keeps_the_flags_meaning():
 def test_plan_record_and_provenance():
     record = plans.plan_record("quick", plans.PLANS["quick"], plans.SEG_PLANS["quick"], plans.INST_PLANS["quick"],
                                {"cam_epochs": 3})
-    assert record["values"] == dataclasses.asdict(plans.PLANS["quick"]) and record["overrides"] == {"cam_epochs": 3}
+    as_json = json.loads(json.dumps(dataclasses.asdict(plans.PLANS["quick"])))  # tuples as lists, as on disk
+    assert record["values"] == as_json and record["overrides"] == {"cam_epochs": 3}
     assert math.isclose(record["values"]["cam_sure_bg_score"], 0.95 ** 24)
     info = plans.provenance(REPO, "cpu")
     git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True)

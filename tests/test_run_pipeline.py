@@ -52,8 +52,8 @@ def test_quick_pipeline_writes_every_stage_and_the_summary(tmp_path):
     assert "baseline" not in summary["supervision"]["point"]["seg"]  # the point row has no baseline
     inst = summary["inst"]  # Mask R-CNN on each instance label set, scored on val
     assert set(inst["nets"]) == set(run_pipeline.INST_LABELS) and inst["num_val"] == run_pipeline.PLANS["quick"].num_val
-    assert all(0.0 <= net["AP50"] <= 1.0 for net in inst["nets"].values())
-    assert all(0.0 <= label["mean_iou"] <= 1.0 for label in inst["labels"].values())
+    assert all(0.0 <= net["AP50"] <= 100.0 for net in inst["nets"].values())  # percentages, as printed
+    assert all(0.0 <= label["mean_iou"] <= 100.0 for label in inst["labels"].values())
 
     # rerun: every stage finds its outputs and skips; the scores are recomputed identically
     again = run_pipeline.main(args)

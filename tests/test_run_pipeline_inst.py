@@ -14,7 +14,7 @@ from tool.coco_eval import as_results
 
 def test_inst_stage_trains_one_net_per_label_set_and_scores_them(tmp_path, monkeypatch, capsys):
     """The stage's plumbing with the two network scripts replaced (each command must parse with the script's
-    own parser; 'inference' returns the val ground truth, so every net scores 1.0); the labels are real."""
+    own parser; 'inference' returns the val ground truth, so every net scores 100 %); the labels are real."""
     work = tmp_path / "work"
     root = work / "VOC2012"
     make_synthetic_voc.main(make_synthetic_voc.get_args_parser().parse_args(
@@ -47,10 +47,10 @@ def test_inst_stage_trains_one_net_per_label_set_and_scores_them(tmp_path, monke
     assert all(a.arch == "maskrcnn_resnet38" and Path(a.backbone_weights).name == "resnet38_SEAM.pth"
                for a in trained)
     assert set(inst["nets"]) == set(run_pipeline.INST_LABELS) and inst["num_val"] == 2
-    assert all(net["AP50"] == pytest.approx(1.0) for net in inst["nets"].values())
-    assert inst["a2gnn_pct_of_gt_ap50"] == pytest.approx(1.0)
+    assert all(net["AP50"] == pytest.approx(100.0) for net in inst["nets"].values())  # percentages
+    assert inst["a2gnn_pct_of_gt_ap50"] == pytest.approx(100.0)
     for label in inst["labels"].values():  # the class maps are the ground truth: only same-class overlaps differ
-        assert 0.5 < label["mean_iou"] <= 1.0 and 0 < label["AP50"] <= 1.0
+        assert 50.0 < label["mean_iou"] <= 100.0 and 0 < label["AP50"] <= 100.0
     assert (work / "inst" / "labels" / "a2gnn").is_dir()
     run_pipeline.print_inst_table({"inst": inst})
     assert "net AP50" in capsys.readouterr().out
