@@ -60,7 +60,7 @@ names=(pipeline bench_a2gnn infer_image)
 commands=(
     "$python run_pipeline.py ${pipeline_flags[*]} --device $device --work_dir $out/pipeline"
     "$python benchmarks/bench_a2gnn.py --device $device ${bench_flags[*]}"
-    "$python infer_image.py --image $out/voc_size.jpg --box $box --weights $out/aff_random.pth --backbone_width $width --epochs $epochs --device $device --out $out/voc_size_mask.png --overlay $out/voc_size_overlay.png"
+    "$python infer_image.py --image $out/voc_size.jpg --box $box --weights $out/aff_random.pth --schedule published --epochs $epochs --device $device --out $out/voc_size_mask.png --overlay $out/voc_size_overlay.png"
 )
 
 if [ "$dry_run" = 1 ]; then
