@@ -608,6 +608,8 @@ def print_inst_table(summary: dict) -> None:
         print(f"(label columns: the instance labels themselves on the infer list, as predictions of score 1; box IoU: "
               f"mean IoU of each box's mask with its ground-truth instance. A2GNN's net reaches "
               f"{inst['a2gnn_pct_of_gt_ap50']:.1f} % of the ground-truth net's AP50)")
+    if summary.get("smoke_test"):
+        print(f"({SMOKE_TEST})")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
