@@ -26,7 +26,7 @@ from tool.box_labels import box_class_mask, grabcut_box_masks
 from tool.cam import multiscale_cam, seeds_from_cams
 from tool.checkpoint import read_state_dict
 from tool.cli import UserError
-from tool.crf import A2GNN_CRF, dense_crf
+from tool.crf import box_constrained_crf
 from tool.propagate import STRIDE, ImageInputs, PropagateConfig, propagate_batch
 from tool.seed_labels import box_seed_label, point_seed_label, scribble_superpixel_label, superpixels
 from tool.transforms import multiscale_flip_inputs, normalize, pad_to_multiple, resize_image, to_chw_tensor
@@ -232,20 +232,6 @@ def a2gnn_probs(item: ImageInputs, cfg: PropagateConfig, phases: Phases) -> torc
         return propagate_batch([item], cfg, on_epoch=bar.update)[0]
 
 
-def box_constrained_crf(rgb: np.ndarray, probs: np.ndarray, boxes: Sequence[Box] | None) -> np.ndarray:
-    """Dense CRF label ``(H, W)`` uint8 of ``probs`` ``(C, H, W)``; with ``boxes`` (stage 3's
-    ``--box_constraint``) only background and the classes of a pixel's boxes are allowed, before and after
-    the CRF."""
-    allowed = None if boxes is None else box_class_mask(boxes, rgb.shape[:2], probs.shape[0])
-    if allowed is not None:
-        probs = np.where(allowed, probs, 0.0)
-        probs = probs / np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
-    marginals = dense_crf(rgb, probs, A2GNN_CRF)
-    if allowed is not None:
-        marginals = np.where(allowed, marginals, -1.0)
-    return np.argmax(marginals, axis=0).astype(np.uint8)
-
-
 def keep_to_boxes(label: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
     """``label`` ``(H, W)`` with every pixel of a class outside all boxes of that class set to background."""
     allowed = box_class_mask(boxes, label.shape, NUM_CLASSES)
@@ -305,7 +291,7 @@ def segment(rgb: np.ndarray, annotation: Annotation, aff_net: nn.Module, setting
     probs = a2gnn_probs(item, cfg, phases)
     constrain = settings.box_constraint and annotation.kind == "box"
     with phases.phase("CRF", 1) as bar:
-        label = box_constrained_crf(work, probs.cpu().numpy(), ann.boxes if constrain else None)
+        label = box_constrained_crf(work, probs.cpu().numpy(), ann.boxes if constrain else None)[0]
         bar.update()
     if size != rgb.shape[:2]:
         label = np.asarray(torch.nn.functional.interpolate(
