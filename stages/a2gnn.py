@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tool.box_labels import box_class_mask
 from tool.cam import load_cams
 from tool.checkpoint import load_checkpoint
 from tool.cli import DEVICE_HELP, BadValueError, add_id_list, add_voc12_root, default_device, str2bool
-from tool.crf import A2GNN_CRF, dense_crf
+from tool.crf import box_constrained_crf
 from tool.dist import add_gpus_argument, process_group
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
 from tool.propagate import STRIDE, ImageInputs, PropagateConfig, check_inputs, propagate_batch
@@ -201,16 +200,10 @@ def write_labels(path: Path, rgb: np.ndarray, probs: np.ndarray, boxes: list | N
     """An image's CPU part: dense CRF of ``probs`` ``(C, H, W)`` on ``rgb`` ``(H, W, 3)``, its label PNG at
     ``path``; ``boxes`` (``--box_constraint``): only background and the classes of a pixel's boxes;
     ``save_probs``: also the probabilities before the CRF there (float16 npz)."""
-    allowed = box_class_mask(boxes, rgb.shape[:2], probs.shape[0]) if boxes is not None else None
-    if allowed is not None:  # --box_constraint: only background and the classes of the pixel's boxes
-        probs = np.where(allowed, probs, 0.0)
-        probs = probs / np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
+    label, probs = box_constrained_crf(rgb, probs, boxes)
     if save_probs is not None:
         save_npz(save_probs, probs=probs.astype(np.float16))
-    marginals = dense_crf(rgb, probs, A2GNN_CRF)
-    if allowed is not None:
-        marginals = np.where(allowed, marginals, -1.0)
-    save_label_png(path, np.argmax(marginals, axis=0).astype(np.uint8))
+    save_label_png(path, label)
 
 
 def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:

@@ -21,25 +21,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from network.a2gnn import A2GNN
 from network.resnet38d import STAGE_CHANNELS, scaled
 from tool.box_labels import box_class_mask, grabcut_box_masks
 from tool.cam import multiscale_cam, seeds_from_cams
 from tool.checkpoint import read_state_dict
 from tool.cli import UserError
-from tool.crf import A2GNN_CRF, dense_crf
-from tool.propagate import (
-    CRF_WEIGHT,
-    STRIDE,
-    ImageInputs,
-    PropagateConfig,
-    check_inputs,
-    image_generator,
-    random_walk_scores,
-    train_step,
-    training_batch,
-    upsample,
-)
+from tool.crf import box_constrained_crf
+from tool.propagate import STRIDE, ImageInputs, PropagateConfig, propagate_batch
 from tool.seed_labels import box_seed_label, point_seed_label, scribble_superpixel_label, superpixels
 from tool.transforms import multiscale_flip_inputs, normalize, pad_to_multiple, resize_image, to_chw_tensor
 from voc12.annotations import Point
@@ -238,47 +226,10 @@ def seed_label(rgb: np.ndarray, annotation: Annotation, phases: Phases, cam_net:
 
 
 def a2gnn_probs(item: ImageInputs, cfg: PropagateConfig, phases: Phases) -> torch.Tensor:
-    """``tool.propagate.propagate`` of one image with a progress bar over its epochs: the same training
-    (``training_batch``, ``train_step`` per epoch, both phases) and output, class probabilities ``(C, H, W)``
-    before the dense CRF."""
-    check_inputs(item, cfg)
-    device = item.features.device
+    """``tool.propagate.propagate_batch`` of one image with a progress bar over its epochs: class
+    probabilities ``(C, H, W)`` before the dense CRF."""
     with phases.phase("A2GNN", 2 * cfg.epochs, unit="epoch") as bar:
-        batch = training_batch([item], cfg)
-        model = A2GNN(batch.x.shape[1], cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout,
-                      [image_generator(cfg.seed, item.key, device)], cfg.amp)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for crf_weight in (None, CRF_WEIGHT[cfg.schedule]):
-            for _ in range(cfg.epochs):
-                train_step(model, batch, optimizer, crf_weight)
-                bar.update()
-        model.eval()
-        with torch.no_grad():
-            logits = model(batch.x, batch.graph)[0]
-        h, w = item.features.shape[-2:]
-        pred = upsample(logits.t().reshape(-1, h, w), (STRIDE * h, STRIDE * w))[:, :item.image_size[0],
-                                                                             :item.image_size[1]]
-        probs = torch.softmax(pred, dim=0)
-        if cfg.rw:
-            walk = random_walk_scores(item.cams.to(device), item.cam_classes.to(device), item.aff, item.image_size,
-                                      cfg)
-            probs = probs + cfg.rw_weight * walk
-            probs = probs / probs.sum(dim=0, keepdim=True)
-    return probs
-
-
-def box_constrained_crf(rgb: np.ndarray, probs: np.ndarray, boxes: Sequence[Box] | None) -> np.ndarray:
-    """Dense CRF label ``(H, W)`` uint8 of ``probs`` ``(C, H, W)``; with ``boxes`` (stage 3's
-    ``--box_constraint``) only background and the classes of a pixel's boxes are allowed, before and after
-    the CRF."""
-    allowed = None if boxes is None else box_class_mask(boxes, rgb.shape[:2], probs.shape[0])
-    if allowed is not None:
-        probs = np.where(allowed, probs, 0.0)
-        probs = probs / np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
-    marginals = dense_crf(rgb, probs, A2GNN_CRF)
-    if allowed is not None:
-        marginals = np.where(allowed, marginals, -1.0)
-    return np.argmax(marginals, axis=0).astype(np.uint8)
+        return propagate_batch([item], cfg, on_epoch=bar.update)[0]
 
 
 def keep_to_boxes(label: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
@@ -340,7 +291,7 @@ def segment(rgb: np.ndarray, annotation: Annotation, aff_net: nn.Module, setting
     probs = a2gnn_probs(item, cfg, phases)
     constrain = settings.box_constraint and annotation.kind == "box"
     with phases.phase("CRF", 1) as bar:
-        label = box_constrained_crf(work, probs.cpu().numpy(), ann.boxes if constrain else None)
+        label = box_constrained_crf(work, probs.cpu().numpy(), ann.boxes if constrain else None)[0]
         bar.update()
     if size != rgb.shape[:2]:
         label = np.asarray(torch.nn.functional.interpolate(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from tool.box_labels import box_class_mask
+from vocabulary import Box
 
 UNARY_CLIP = 1e-5  # probabilities are clipped to [UNARY_CLIP, 1] before -log
 
@@ -61,3 +65,19 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = CAM_CRF)
                              compat=params.bi_compat)
     q = crf.inference(params.iters)
     return np.asarray(q, dtype=np.float32).reshape(num_classes, h, w)
+
+
+def box_constrained_crf(rgb: np.ndarray, probs: np.ndarray,
+                        boxes: Sequence[Box] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 3's dense CRF (``A2GNN_CRF``) of ``probs`` ``(C, H, W)`` on ``rgb`` ``(H, W, 3)`` uint8. With
+    ``boxes`` (``--box_constraint``) only background and the classes of a pixel's boxes are allowed, before
+    (``probs`` zeroed elsewhere and renormalized) and after the CRF. Returns the label ``(H, W)`` uint8 and
+    the ``(C, H, W)`` probabilities the CRF was given."""
+    allowed = None if boxes is None else box_class_mask(boxes, rgb.shape[:2], probs.shape[0])
+    if allowed is not None:
+        probs = np.where(allowed, probs, 0.0)
+        probs = probs / np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
+    marginals = dense_crf(rgb, probs, A2GNN_CRF)
+    if allowed is not None:
+        marginals = np.where(allowed, marginals, -1.0)
+    return np.argmax(marginals, axis=0).astype(np.uint8), probs

@@ -13,7 +13,7 @@ batch it ran in. The stage layer (``stages/a2gnn.py``) reads files and writes la
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -220,9 +220,11 @@ def train_step(model: A2GNN, batch: TrainingBatch, optimizer: torch.optim.Optimi
     return loss.detach()
 
 
-def train_a2gnn(items: Sequence[ImageInputs], cfg: PropagateConfig) -> list[Tensor]:
+def train_a2gnn(items: Sequence[ImageInputs], cfg: PropagateConfig,
+                on_epoch: Callable[[], None] | None = None) -> list[Tensor]:
     """Train one A2GNN per image, all images together (both phases of ``cfg.schedule``), and return each
-    image's node logits ``(h·w, C)`` in evaluation mode, in the order of ``items``.
+    image's node logits ``(h·w, C)`` in evaluation mode, in the order of ``items``. ``on_epoch`` (e.g. a
+    progress bar's ``update``) is called after each of the ``2 · cfg.epochs`` epochs.
 
     Runs on the device of the first image's ``features``. Every image's result is that of training it
     alone up to float rounding: its parameters, dropout masks and Adam state are its own.
@@ -241,6 +243,8 @@ def train_a2gnn(items: Sequence[ImageInputs], cfg: PropagateConfig) -> list[Tens
     for crf_weight in (None, CRF_WEIGHT[cfg.schedule]):
         for _ in range(cfg.epochs):
             train_step(model, batch, optimizer, crf_weight)
+            if on_epoch is not None:
+                on_epoch()
     model.eval()
     with torch.no_grad():
         logits = model(batch.x, batch.graph)[0].split(batch.graph.sizes)
@@ -250,12 +254,13 @@ def train_a2gnn(items: Sequence[ImageInputs], cfg: PropagateConfig) -> list[Tens
     return out
 
 
-def propagate_batch(items: Sequence[ImageInputs], cfg: PropagateConfig) -> list[Tensor]:
-    """``train_a2gnn``, then each image's class probabilities ``(C, H, W)`` before the dense CRF: logits
-    upsampled to ``(Hp, Wp)``, cropped to ``(H, W)``, softmax, fused with the CAM random walk for
-    ``cfg.rw``. In the order of ``items``."""
+def propagate_batch(items: Sequence[ImageInputs], cfg: PropagateConfig,
+                    on_epoch: Callable[[], None] | None = None) -> list[Tensor]:
+    """``train_a2gnn`` (``on_epoch`` as there), then each image's class probabilities ``(C, H, W)`` before
+    the dense CRF: logits upsampled to ``(Hp, Wp)``, cropped to ``(H, W)``, softmax, fused with the CAM
+    random walk for ``cfg.rw``. In the order of ``items``."""
     probs = []
-    for item, logits in zip(items, train_a2gnn(items, cfg), strict=True):
+    for item, logits in zip(items, train_a2gnn(items, cfg, on_epoch), strict=True):
         h, w = item.features.shape[-2:]
         height, width = item.image_size
         pred = upsample(logits.t().reshape(-1, h, w), (STRIDE * h, STRIDE * w))[:, :height, :width]
@@ -272,8 +277,10 @@ def propagate_batch(items: Sequence[ImageInputs], cfg: PropagateConfig) -> list[
 
 def propagate(features: Tensor, aff: Tensor, seeds: Tensor, image: Tensor, image_size: tuple[int, int],
               cfg: PropagateConfig, boxes: Sequence[Box] | None = None, cams: Tensor | None = None,
-              cam_classes: Tensor | None = None, key: str = "") -> Tensor:
+              cam_classes: Tensor | None = None, key: str = "",
+              on_epoch: Callable[[], None] | None = None) -> Tensor:
     """Train an A2GNN on one image and return its class probabilities ``(C, H, W)`` before the dense CRF
-    (arguments as in ``ImageInputs``). Deterministic for a given ``cfg.seed`` and ``key``."""
+    (arguments as in ``ImageInputs``; ``on_epoch`` as in ``train_a2gnn``). Deterministic for a given
+    ``cfg.seed`` and ``key``."""
     return propagate_batch([ImageInputs(features, aff, seeds, image, image_size, boxes, cams, cam_classes, key)],
-                           cfg)[0]
+                           cfg, on_epoch)[0]
