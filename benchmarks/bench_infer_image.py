@@ -188,6 +188,9 @@ def time_table(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    # argparse applies ``type`` to given values only, not to a list default
+    args.plans, args.time_plans = ([parse_plan(p) if isinstance(p, str) else p for p in plans]
+                                   for plans in (args.plans, args.time_plans))
     if args.threads:
         torch.set_num_threads(args.threads)
     if "quality" in args.tables:
