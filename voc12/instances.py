@@ -3,7 +3,8 @@
 - :func:`pseudo_instances`: a label folder's class map (pseudo labels, a baseline, ...) split by the
   image's XML boxes (``tool.instances.instances_from_labels``).
 - :func:`ground_truth_instances`: ``SegmentationObject`` + ``SegmentationClass`` (the class of an index is
-  the most frequent class under it).
+  the most frequent class under it); for an id without a ``SegmentationObject`` PNG, SBD's ``inst/<id>.mat``
+  (``GTinst``: its instance map and per-instance ``Categories``) when an SBD ``inst`` folder is given.
 - :class:`InstanceTrainDataset`: the images and annotations of a COCO instances file, padded to one size so
   the training loop's default batching stacks them; :func:`split_batch` undoes the padding.
 """
@@ -28,6 +29,7 @@ from tool.instances import (
 )
 from tool.label_io import read_image, read_label_png
 from voc12.annotations import read_boxes
+from voc12.prepare import read_sbd_inst
 from vocabulary import Box
 
 
@@ -39,12 +41,21 @@ def pseudo_instances(voc12_root: str | os.PathLike, image_id: str, label_dir: st
     return instances_from_labels(label, boxes), boxes
 
 
-def ground_truth_instances(voc12_root: str | os.PathLike, image_id: str) -> InstanceLabels:
-    """Ground-truth instances of one image from ``SegmentationObject`` and ``SegmentationClass``."""
+def ground_truth_instances(voc12_root: str | os.PathLike, image_id: str,
+                           sbd_inst: str | os.PathLike | None = None) -> InstanceLabels:
+    """Ground-truth instances of one image from ``SegmentationObject`` and ``SegmentationClass``, or, where VOC
+    has no ``SegmentationObject`` PNG and ``sbd_inst`` (SBD's ``dataset/inst`` folder) is given, from
+    ``<sbd_inst>/<id>.mat``. ``FileNotFoundError`` names every file looked for."""
     root = Path(voc12_root)
+    obj_png = root / "SegmentationObject" / f"{image_id}.png"
+    if sbd_inst is not None and not obj_png.is_file():
+        mat = Path(sbd_inst) / f"{image_id}.mat"
+        if not mat.is_file():
+            raise FileNotFoundError(f"no ground-truth instances: neither {obj_png} nor {mat} exists")
+        inst, classes = read_sbd_inst(mat.read_bytes(), str(mat))
+        return InstanceLabels(inst, classes)
     seg = read_label_png(root / "SegmentationClass" / f"{image_id}.png")
-    return instances_from_ground_truth(seg, read_instance_png(root / "SegmentationObject" / f"{image_id}.png",
-                                                              seg.shape))
+    return instances_from_ground_truth(seg, read_instance_png(obj_png, seg.shape))
 
 
 def read_coco(path: str | os.PathLike) -> dict:

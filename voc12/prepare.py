@@ -112,19 +112,43 @@ def source_entries(path: str | os.PathLike) -> Iterator[Entry]:
 
 
 # --- the formats --------------------------------------------------------------------------------------------
-def read_sbd_mat(data: bytes, source: str) -> np.ndarray:
-    """``(H, W)`` uint8 class ids of an SBD ``cls/<id>.mat`` file (struct ``GTcls``, field ``Segmentation``)."""
+def _sbd_struct(data: bytes, source: str, kind: str, struct: str, fields: tuple[str, ...]) -> list[np.ndarray]:
+    """The ``fields`` of MATLAB struct ``struct`` in an SBD ``kind`` .mat file, or ``AnnotationError`` naming
+    ``source``."""
     try:
         mat = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
-        label = np.asarray(mat["GTcls"].Segmentation)
+        return [np.asarray(getattr(mat[struct], name)) for name in fields]
     except (ValueError, KeyError, AttributeError, TypeError, OSError, NotImplementedError,
             scipy.io.matlab.MatReadError) as err:
-        raise AnnotationError(f"{source}: not an SBD class .mat (struct GTcls with field Segmentation): "
+        raise AnnotationError(f"{source}: not an SBD {kind} .mat (struct {struct} with field(s) {', '.join(fields)}): "
                               f"{type(err).__name__}: {err}") from None
+
+
+def read_sbd_mat(data: bytes, source: str) -> np.ndarray:
+    """``(H, W)`` uint8 class ids of an SBD ``cls/<id>.mat`` file (struct ``GTcls``, field ``Segmentation``)."""
+    (label,) = _sbd_struct(data, source, "class", "GTcls", ("Segmentation",))
     try:
         return check_label(label, None, source)
     except ValueError as err:
         raise AnnotationError(str(err)) from None
+
+
+def read_sbd_inst(data: bytes, source: str) -> tuple[np.ndarray, list[int]]:
+    """An SBD ``inst/<id>.mat`` file (struct ``GTinst``): the ``(H, W)`` uint8 instance map ``Segmentation``
+    (0 background, ``k`` the ``k``-th instance) and ``Categories``, the class id 1..20 of each instance."""
+    inst, categories = _sbd_struct(data, source, "instance", "GTinst", ("Segmentation", "Categories"))
+    classes = np.atleast_1d(categories).ravel()  # squeeze_me makes one instance's list a scalar
+    if inst.ndim != 2 or not np.issubdtype(inst.dtype, np.integer) or not np.issubdtype(classes.dtype, np.number):
+        raise AnnotationError(f"{source}: GTinst.Segmentation must be a 2-D integer map and Categories numbers, got "
+                              f"{inst.dtype} {inst.shape} and {classes.dtype}")
+    if inst.size and (inst.min() < 0 or inst.max() > len(classes)):
+        raise AnnotationError(f"{source}: instance indices {int(inst.min())}..{int(inst.max())} do not match the "
+                              f"{len(classes)} GTinst.Categories (expected 0..{len(classes)})")
+    if classes.size and (classes.min() < 1 or classes.max() >= len(CAT_LIST) + 1 or (classes % 1).any()):
+        raise AnnotationError(f"{source}: GTinst.Categories {classes.tolist()[:10]} are not VOC class ids 1..20")
+    if len(classes) >= IGNORE:
+        raise AnnotationError(f"{source}: {len(classes)} instances; an instance map holds at most {IGNORE - 1}")
+    return inst.astype(np.uint8), [int(c) for c in classes]
 
 
 def read_label_bytes(data: bytes, source: str) -> np.ndarray:
