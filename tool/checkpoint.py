@@ -213,7 +213,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     print the counts, and refuse (``ValueError``) a file that matches no backbone key of the model (or no
     key at all for a model without a ResNet-38 backbone); a head tensor (outside the backbone) whose shape
     differs is left as initialised and listed (a SEAM classifier's ``f9`` when it initialises the affinity
-    net); a backbone shape mismatch fails (wrong ``--width``). BatchNorm
+    net); a backbone shape mismatch fails (wrong ``--backbone_width``). BatchNorm
     ``num_batches_tracked`` counters are bookkeeping and may be absent from the file.
     """
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
@@ -232,7 +232,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     bad_shapes = [f"{k} file {tuple(state[k].shape)} vs model {tuple(model_state[k].shape)}"
                   for k in report.matched if state[k].shape != model_state[k].shape]
     if bad_shapes:
-        raise WrongFileError(f"{path}: {len(bad_shapes)} tensors do not fit {name} (wrong file or --width?): "
+        raise WrongFileError(f"{path}: {len(bad_shapes)} tensors do not fit {name} (wrong file or --backbone_width?): "
                              + _listing(bad_shapes, 4))
     if strict and (report.missing or report.unexpected):
         raise WrongFileError(f"{path} does not match {name} (strict load): {len(report.missing)} missing keys "
