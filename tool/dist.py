@@ -152,8 +152,8 @@ def worker_count(gpus: int | None, device: str, batch_size: int | None = None) -
             raise BadValueError(f"--gpus {gpus}: only {visible} GPU(s) visible; pass --gpus {max(visible, 1)} or less")
         if batch_size is not None and batch_size % gpus:
             raise BadValueError(f"--gpus {gpus}: --batch_size {batch_size} (the global batch) does not divide over "
-                            f"{gpus} workers; pass a --batch_size that is a multiple of {gpus}, or a --gpus that "
-                            f"divides {batch_size}")
+                                f"{gpus} workers; pass a --batch_size that is a multiple of {gpus}, or a --gpus "
+                                f"that divides {batch_size}")
         return gpus
     if not cuda or dev.index is not None or visible <= 1:
         return 1
