@@ -149,7 +149,7 @@ def test_per_image_num_workers_default_to_no_loader_process_on_cpu():
 # GPU (tool.dist.launch). eval_classifier, infer_image and run_pipeline (a driver) stay one process; the driver's
 # --gpus goes to the training scripts it launches.
 GPU_STAGES = {"train_SEAM", "infer_SEAM", "train_aff_gated_aff", "train_infer_A2GNN_box", "train_infer_A2GNN_others",
-              "train_seg", "infer_seg", "train_inst"}
+              "train_seg", "infer_seg", "train_inst", "infer_inst"}
 
 
 def test_every_gpu_stage_script_starts_one_worker_per_gpu():
