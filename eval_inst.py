@@ -32,12 +32,38 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESULT_KEYS = ("image_id", "category_id", "segmentation", "score")
+
+
+def read_json(flag: str, path: str) -> dict | list:
+    """The JSON of ``path``; a missing, unreadable or non-JSON file is the user's mistake, named with ``flag``."""
+    try:
+        return read_coco(path)
+    except (OSError, ValueError) as err:  # read_coco: FileNotFoundError, a folder or no permission, not JSON
+        raise cli.UserError(f"{flag} {path}: {err}") from None
+
+
+def check_coco(gt: object, pred: object, args: argparse.Namespace) -> None:
+    """``UserError`` unless ``gt`` is a COCO instances file and ``pred`` a COCO results list or instances file."""
+    if not isinstance(gt, dict) or not {"images", "annotations", "categories"} <= gt.keys():
+        raise cli.WrongFileError(f"--gt_json {args.gt_json}: not a COCO instances file (needs 'images', "
+                                 "'annotations', 'categories'); write it with make_instance_labels.py")
+    if isinstance(pred, dict):
+        if "annotations" not in pred:
+            raise cli.WrongFileError(f"--pred_json {args.pred_json}: neither a COCO results list nor an instances "
+                                     "file with 'annotations'")
+        return
+    bad = next((r for r in pred if not isinstance(r, dict) or not set(RESULT_KEYS) <= r.keys()), None) \
+        if isinstance(pred, list) else pred
+    if bad is not None:
+        raise cli.WrongFileError(f"--pred_json {args.pred_json}: not a COCO results list (each entry needs "
+                                 f"{', '.join(RESULT_KEYS)}; found {str(bad)[:80]})")
+
+
 def evaluate(gt: dict, pred: dict | list) -> dict[str, float]:
     """The :data:`tool.coco_eval.AP_KEYS` of ``pred`` on the images of ``gt``; for an instances file also
     ``mean_iou`` / ``matched`` of :func:`tool.coco_eval.matched_iou`."""
     if isinstance(pred, dict):
-        if "annotations" not in pred:
-            raise ValueError("--pred_json: neither a COCO results list nor an instances file with 'annotations'")
         known = {im["id"] for im in gt["images"]}
         pred = {**pred, "annotations": [a for a in pred["annotations"] if a["image_id"] in known]}
         scores = mask_ap(gt, as_results(pred), [im["id"] for im in gt["images"]])
@@ -47,13 +73,9 @@ def evaluate(gt: dict, pred: dict | list) -> dict[str, float]:
 
 
 def main(args: argparse.Namespace) -> dict[str, float]:
-    try:
-        gt, pred = read_coco(args.gt_json), read_coco(args.pred_json)
-        if not isinstance(gt, dict) or "images" not in gt:
-            raise ValueError(f"--gt_json {args.gt_json}: not a COCO instances file (no 'images')")
-        scores = evaluate(gt, pred)
-    except (OSError, ValueError, KeyError) as err:
-        raise cli.UserError(f"{err}") from None
+    gt, pred = read_json("--gt_json", args.gt_json), read_json("--pred_json", args.pred_json)
+    check_coco(gt, pred, args)
+    scores = evaluate(gt, pred)
     print(", ".join(f"{k} {100 * scores[k]:.1f}" for k in AP_KEYS)
           + (f"; per-box mean IoU {100 * scores['mean_iou']:.1f} over {scores['instances']} ground-truth instances"
              if "mean_iou" in scores else ""))

@@ -6,7 +6,8 @@ marginals at the low/high alpha (``.npz``: ``classes`` (K+1,) with 0 first, ``pr
 ``--crf`` the confident ("top 40%") seed PNGs and ``--ori_crf`` the full (unmasked) CRF label PNGs.
 A folder given as ``none`` is not written. Existing outputs are skipped (resume); ``--shard i/n`` or
 torchrun splits the list, and a plain ``python`` run on N visible GPUs starts N workers that take shard
-``RANK/N`` each on ``cuda:RANK`` (``--gpus K`` limits it).
+``RANK/N`` each on ``cuda:RANK`` (``--gpus K`` limits it). ``--num_workers`` processes read and scale the
+next images while the network runs; ``--cpu_workers`` processes run the CRFs and the writes.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import argparse
 import functools
 import importlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from tool import cli
 from tool.cam import cam_label, multiscale_cam, save_cams, seeds_from_cams
@@ -27,11 +28,22 @@ from tool.checkpoint import load_checkpoint
 from tool.cli import DEVICE_HELP, add_id_list, add_voc12_root, default_device, make_parser, str2bool
 from tool.dist import add_gpus_argument, launch, parse_shard, process_group, shard_ids
 from tool.label_io import save_label_png, save_npz
-from tool.runner import RunSummary, add_cpu_workers_argument, resolve_cpu_workers, run_per_image
+from tool.runner import (
+    RunSummary,
+    add_cpu_workers_argument,
+    add_load_workers_argument,
+    resolve_cpu_workers,
+    resolve_load_workers,
+    run_per_image,
+)
 from voc12.data import CAM_SCALES, MultiScaleFlipDataset
 from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
 from voc12.preflight import find_bad_files, known_failures
+
+# one loader process on a CPU too: it scales and flips each image (CAM_SCALES) beside the network; 1.25x on 2
+# loaded cores (docs/gpu.md), and the published default
+SEAM_CPU_LOAD_WORKERS = 1
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -42,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="module that defines Net, the classifier of --weights")
     parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone width of the checkpoint")
     add_id_list(parser, "--infer_list", what="images to write CAMs and seeds for")
-    parser.add_argument("--num_workers", default=1, type=int, help="image loading processes")
+    add_load_workers_argument(parser, cpu_default=SEAM_CPU_LOAD_WORKERS)
     add_voc12_root(parser)
     parser.add_argument("--cls_labels", default=None, type=str,
                         help="image labels (.npz of voc12/make_cls_labels.py); default: read the XML files")
@@ -87,8 +99,15 @@ def _folder(value: str | None) -> Path | None:
     return None if value is None or value.lower() == "none" else Path(value)
 
 
-def _first(batch: list[dict]) -> dict:
-    return batch[0]
+@dataclass(frozen=True)
+class ItemById:
+    """``load(image_id)``: the ``MultiScaleFlipDataset`` item of ``image_id`` (``index``: id -> position)."""
+
+    dataset: MultiScaleFlipDataset
+    index: dict[str, int]
+
+    def __call__(self, image_id: str) -> dict:
+        return self.dataset[self.index[image_id]]
 
 
 def main(args: argparse.Namespace) -> RunSummary:
@@ -124,15 +143,10 @@ def main(args: argparse.Namespace) -> RunSummary:
         load_checkpoint(net, args.weights, strict=True)
         net.eval().to(device)
 
-        # Load, in worker processes, exactly the images the runner will ask for, in its order.
         dataset = MultiScaleFlipDataset(good, args.voc12_root, scales=args.scales, labels=labels)
-        items = iter(DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers,
-                                collate_fn=_first))
+        load = ItemById(dataset, {image_id: k for k, image_id in enumerate(good)})
 
-        def process(image_id: str) -> functools.partial:
-            item = next(items)
-            if item["id"] != image_id:
-                raise RuntimeError(f"loader out of step: got {item['id']}, expected {image_id}")
+        def process(image_id: str, item: dict) -> functools.partial:
             label = item["label"].numpy()
             classes = np.flatnonzero(label > 0) + 1
             cams = multiscale_cam(net, item["inputs"], item["label"], item["size"])[classes - 1]
@@ -140,7 +154,9 @@ def main(args: argparse.Namespace) -> RunSummary:
             return functools.partial(write_outputs, args, path, item["image"], classes, cams)
 
         return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite,
-                             known_failures=bad, cpu_workers=resolve_cpu_workers(args.cpu_workers, device))
+                             known_failures=bad, cpu_workers=resolve_cpu_workers(args.cpu_workers, device),
+                             load=load, load_workers=resolve_load_workers(args.num_workers, device,
+                                                                       SEAM_CPU_LOAD_WORKERS))
 
 
 def write_outputs(args: argparse.Namespace, path: dict[str, Path], image: np.ndarray, classes: np.ndarray,

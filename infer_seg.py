@@ -8,8 +8,9 @@ Writes palette PNGs ``--save_path/<id>.png`` (argmax of the class probabilities 
 dense-CRF refined labels there (DeepLab v2's CRF parameters, ``tool.crf.SEG_CRF``). Per image, sharded
 (``--shard i/n``, torchrun, or a plain ``python`` run over every visible GPU, one worker each: ``--gpus``
 limits it) and resumable like the other per-image stages: existing outputs are skipped, one bad image is
-named and the rest go on. When every output of the list exists and ground truth is available
-(``--gt_dir``, default ``VOC12_ROOT/SegmentationClass`` if present), the scores of ``eval_miou.py``
+named and the rest go on; ``--num_workers`` processes read the next images while the network runs, and
+``--cpu_workers`` processes run the CRF and the writes. When every output of the list exists and ground
+truth is available (``--gt_dir``, default ``VOC12_ROOT/SegmentationClass`` if present), the scores of ``eval_miou.py``
 (per-class IoU, mIoU) are printed and written to ``<folder>.json`` for each folder (by the worker that
 finishes last).
 """
@@ -32,7 +33,14 @@ from tool.cli import DEVICE_HELP, default_device, make_parser, str2bool
 from tool.crf import SEG_CRF, dense_crf
 from tool.dist import add_gpus_argument, launch, process_group
 from tool.label_io import atomic_path, read_image, save_label_png
-from tool.runner import RunSummary, add_cpu_workers_argument, resolve_cpu_workers, run_per_image
+from tool.runner import (
+    RunSummary,
+    add_cpu_workers_argument,
+    add_load_workers_argument,
+    resolve_cpu_workers,
+    resolve_load_workers,
+    run_per_image,
+)
 from tool.segmentation import predict_probs
 from voc12 import NUM_CLASSES
 from voc12.lists import read_list
@@ -63,6 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=default_device(), type=str, help=DEVICE_HELP)
     p.add_argument("--shard", default=None, type=str, help="i/n: process ids[i::n] (default: torchrun)")
     p.add_argument("--overwrite", default=False, type=str2bool, help="recompute existing outputs")
+    add_load_workers_argument(p)
     add_cpu_workers_argument(p)
     return add_gpus_argument(p)
 
@@ -82,6 +91,11 @@ def find_image(image_dir: Path, image_id: str) -> Path:
         if (image_dir / f"{image_id}{suffix}").is_file():
             return image_dir / f"{image_id}{suffix}"
     raise cli.MissingFileError(f"image not found: {image_dir / image_id}.jpg (or .png)")
+
+
+def load_image(image_dir: Path, image_id: str) -> np.ndarray:
+    """An image's input, ``(H, W, 3)`` uint8 (``run_per_image``'s ``load``, in a loader process)."""
+    return read_image(find_image(image_dir, image_id))
 
 
 def write_labels(image_id: str, image: np.ndarray, probs: np.ndarray, folders: list[Path]) -> None:
@@ -124,13 +138,14 @@ def main(args: argparse.Namespace) -> RunSummary:
         def outputs(image_id: str) -> list[Path]:
             return [folder / f"{image_id}.png" for folder in folders]
 
-        def process(image_id: str) -> functools.partial:
-            image = read_image(find_image(image_dir, image_id))
+        def process(image_id: str, image: np.ndarray) -> functools.partial:
             probs = predict_probs(net, image, args.scales, args.flip, device)
             return functools.partial(write_labels, image_id, image, probs.numpy(), folders)
 
         summary = run_per_image(ids, process, outputs, desc="infer_seg", shard=args.shard, overwrite=args.overwrite,
-                                cpu_workers=resolve_cpu_workers(args.cpu_workers, device))
+                                cpu_workers=resolve_cpu_workers(args.cpu_workers, device),
+                                load=functools.partial(load_image, image_dir),
+                                load_workers=resolve_load_workers(args.num_workers, device))
     if gt_dir is not None and gt_dir.is_dir():
         if all(p.is_file() for i in ids for p in outputs(i)):
             score(folders, gt_dir, ids)

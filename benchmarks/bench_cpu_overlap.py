@@ -1,15 +1,18 @@
-"""Per-image stages with their CPU part (dense CRF, label / npz writes) in ``--cpu_workers`` processes vs in
-the main process, one after the other: wall seconds of each stage script's ``main`` on a generated dataset.
+"""Per-image stages with their CPU part (dense CRF, label / npz writes) in ``--cpu_workers`` processes, or
+with their image decoding (``--flag num_workers``: JPEG, seeds, boxes, CAMs read by DataLoader processes
+ahead of the device work), vs in the main process, one after the other: wall seconds of each stage
+script's ``main`` on a generated dataset.
 
 Each stage runs ``--repeats`` times per setting, the settings interleaved (0, 1, 0, 1, …) so that bursts of
 other work on a shared machine hit both; the table shows the median and the gain of each setting over
-``--cpu_workers 0``. The networks have random weights of backbone width ``--width`` (the time of a
+the first one (the other flag stays 0). The networks have random weights of backbone width ``--width`` (the time of a
 forward pass grows with it, the CRF's does not: at width 1 on a CPU the network dominates and the overlap
 gains least; on a GPU the network is fast and the CRF is what the overlap hides). Stage 3 trains
 ``--epochs`` epochs per phase (150 + 150 in a real box run, which makes the CRF a small share on a CPU).
 
     python benchmarks/bench_cpu_overlap.py                     # 6 images of 240-320 px, 2 repeats
     python benchmarks/bench_cpu_overlap.py --threads 1 --stages infer_SEAM,infer_seg
+    python benchmarks/bench_cpu_overlap.py --flag num_workers --workers 0,1,2    # decoding overlap
     python benchmarks/bench_cpu_overlap.py --device cuda --width 1 --epochs 150 --images 20
 """
 
@@ -56,11 +59,12 @@ def setup(folder: Path, images: int, min_size: int, max_size: int, width: float)
 
 def stage_commands(paths: dict[str, Path], out: Path, args: argparse.Namespace) -> dict[str, tuple]:
     """``(module, argv)`` of each stage; every run overwrites its outputs."""
-    root, width, common = str(paths["root"]), str(args.width), ["--device", args.device, "--overwrite", "True"]
+    root, width = str(paths["root"]), str(args.width)
+    common = ["--device", args.device, "--overwrite", "True", "--num_workers", "0", "--cpu_workers", "0"]
     return {
         "infer_SEAM (2 CRFs)": (infer_SEAM, [
             "--voc12_root", root, "--infer_list", "train.txt", "--weights", str(paths["seam"]), "--backbone_width",
-            width, "--num_workers", "1", "--out_cam", str(out / "cam"), "--out_crf", str(out / "crf"),
+            width, "--out_cam", str(out / "cam"), "--out_crf", str(out / "crf"),
             "--crf", str(out / "seed"), "--ori_crf", str(out / "full"), *common]),
         "A2GNN box (1 CRF)": (train_infer_A2GNN_box, [
             "--voc12_root", root, "--infer_list", "train.txt", "--weights", str(paths["aff"]), "--backbone_width",
@@ -91,7 +95,9 @@ def main() -> None:
     parser.add_argument("--max_size", type=int, default=320, help="largest image side, pixels")
     parser.add_argument("--width", type=float, default=0.25, help="backbone width of the random networks")
     parser.add_argument("--epochs", type=int, default=20, help="A2GNN epochs per phase")
-    parser.add_argument("--workers", default="0,1,2", type=str, help="comma-separated --cpu_workers settings")
+    parser.add_argument("--flag", default="cpu_workers", choices=("cpu_workers", "num_workers"),
+                        help="the stage flag to vary: the CRF/write pool or the image-loading processes")
+    parser.add_argument("--workers", default="0,1,2", type=str, help="comma-separated settings of --flag")
     parser.add_argument("--repeats", type=int, default=2, help="runs per stage and setting (interleaved)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
@@ -105,9 +111,9 @@ def main() -> None:
     settings = [int(v) for v in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         paths = setup(Path(tmp), args.images, args.min_size, args.max_size, args.width)
-        print(f"device {args.device}, {torch.get_num_threads()} torch threads, {args.images} images of "
-              f"{args.min_size}-{args.max_size} px, backbone width {args.width}, A2GNN {args.epochs}+"
-              f"{args.epochs} epochs, median of {args.repeats} interleaved runs")
+        print(f"--{args.flag} varied; device {args.device}, {torch.get_num_threads()} torch threads, "
+              f"{args.images} images of {args.min_size}-{args.max_size} px, backbone width {args.width}, "
+              f"A2GNN {args.epochs}+{args.epochs} epochs, median of {args.repeats} interleaved runs")
         header = f"{'stage':22} " + " ".join(f"{f'workers {w} s':>12}" for w in settings) + " " + " ".join(
             f"{f'gain {w}':>8}" for w in settings[1:])
         print(header)
@@ -117,16 +123,16 @@ def main() -> None:
         for name, (module, argv) in stage_commands(paths, out, args).items():
             if not any(name.startswith(w) for w in wanted):
                 if name.startswith("infer_SEAM") and "A2GNN" in wanted:
-                    timed(module, [*argv, "--cpu_workers", "0"])
+                    timed(module, argv)
                 continue
             seconds = {w: [] for w in settings}
             for _ in range(args.repeats):
                 for w in settings:
-                    seconds[w].append(timed(module, [*argv, "--cpu_workers", str(w)]))
+                    seconds[w].append(timed(module, [*argv, f"--{args.flag}", str(w)]))
             median = {w: statistics.median(v) for w, v in seconds.items()}
             print(f"{name:22} " + " ".join(f"{median[w]:>12.2f}" for w in settings) + " " + " ".join(
                 f"{median[settings[0]] / median[w]:>7.2f}x" for w in settings[1:]), flush=True)
-    print("gain: wall time with --cpu_workers 0 / with N (includes the pool's start, about a second per run)")
+    print(f"gain: wall time with --{args.flag} {settings[0]} / with N (includes the start of the processes)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Stage 3 as the two ``train_infer_A2GNN_*.py`` scripts run it: their shared flags, the job (read
-images' files, run the affinity network, train their A2GNNs with ``tool.propagate.propagate_batch``
-``--batch_images`` at a time, dense CRF, write each label PNG) and the loop over the id list.
+images' files in ``--num_workers`` loader processes, run the affinity network, train their A2GNNs with
+``tool.propagate.propagate_batch`` ``--batch_images`` at a time, dense CRF, write each label PNG) and the
+loop over the id list.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import functools
 import importlib
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,14 @@ from tool.crf import box_constrained_crf
 from tool.dist import add_gpus_argument, process_group
 from tool.label_io import read_image, read_label_png, save_label_png, save_npz
 from tool.propagate import STRIDE, ImageInputs, PropagateConfig, check_inputs, propagate_batch
-from tool.runner import RunSummary, add_cpu_workers_argument, resolve_cpu_workers, run_per_image
+from tool.runner import (
+    RunSummary,
+    add_cpu_workers_argument,
+    add_load_workers_argument,
+    resolve_cpu_workers,
+    resolve_load_workers,
+    run_per_image,
+)
 from tool.transforms import normalize, pad_to_multiple, to_chw_tensor
 from voc12.annotations import read_boxes
 from voc12.lists import read_list
@@ -46,9 +55,7 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
     parser.add_argument("--backbone_width", default=1.0, type=float,
                         help="width multiplier of the affinity network (1 for the published weights)")
     add_id_list(parser, "--infer_list", what="images to write pseudo labels for")
-    parser.add_argument("--num_workers", default=0, type=int,
-                        help="accepted for the upstream commands (which pass 8) and unused: stage 3 reads each "
-                             "image in the main process; a value > 0 prints a note")
+    add_load_workers_argument(parser)
     parser.add_argument("--seed_label_root", default=d["seed_label_root"], type=str,
                         help="folder of seed PNGs <id>.png (255 = unknown)")
     parser.add_argument("--save_path", default=d["save_path"], type=str, help="output folder of label PNGs")
@@ -81,13 +88,43 @@ def add_a2gnn_arguments(parser: argparse.ArgumentParser, schedule: str) -> argpa
     return add_gpus_argument(parser)
 
 
+@dataclass(frozen=True)
+class InputLoader:
+    """``loader(image_id)``: the inputs of one image (``run_per_image``'s ``load``, run in the loader
+    processes): the RGB image, padded tensors, and boxes (``box_dir``) and CAMs (``cam_dir``) if given."""
+
+    root: Path
+    seed_label_root: Path
+    box_dir: Path | None = None
+    cam_dir: Path | None = None
+
+    def __call__(self, image_id: str) -> dict:
+        image = read_image(self.root / "JPEGImages" / f"{image_id}.jpg")
+        seed_path = self.seed_label_root / f"{image_id}.png"
+        seeds = read_label_png(seed_path)
+        if seeds.shape != image.shape[:2]:
+            raise ValueError(f"{seed_path}: seed map is {seeds.shape}, image is {image.shape[:2]}")
+        inputs = {
+            "rgb": image,
+            "image": pad_to_multiple(to_chw_tensor(normalize(image)), STRIDE, 0),
+            "seeds": pad_to_multiple(torch.from_numpy(seeds).long(), STRIDE, IGNORE),
+            "boxes": None, "cams": None, "cam_classes": None,
+        }
+        if self.box_dir is not None:
+            inputs["boxes"] = read_boxes(self.box_dir / f"{image_id}.xml", image_size=image.shape[:2])
+        if self.cam_dir is not None:
+            classes, cams = load_cams(self.cam_dir / f"{image_id}.npz")
+            inputs["cams"], inputs["cam_classes"] = torch.from_numpy(cams), torch.from_numpy(classes)
+        return inputs
+
+
 class A2GNNJob:
-    """``job.prepare(ids)`` reads the images' files, runs the affinity network (one call per padded size)
-    and trains their A2GNNs together; ``job(image_id)`` then returns the CPU part of one of them
-    (``write_labels``: dense CRF, ``save_path/<id>.png``) for ``run_per_image`` to run (``job(image_id)``
-    alone prepares that image first). An image whose files or
-    training fail raises in ``job(image_id)``, the others of its batch still finish (a batch that fails
-    as a whole is retried image by image). ``job.outputs(image_id)`` lists the files it writes (resume)."""
+    """``job.prepare(ids, inputs)`` runs the affinity network on the images' inputs (``job.load``, one
+    call per padded size) and trains their A2GNNs together; ``job(image_id, inputs)`` then returns the CPU
+    part of one of them (``write_labels``: dense CRF, ``save_path/<id>.png``) for ``run_per_image`` to run.
+    An image whose inputs or training fail raises in ``job(image_id, inputs)``, the others of its batch
+    still finish (a batch that fails as a whole is retried image by image). ``job.outputs(image_id)``
+    lists the files it writes (resume)."""
 
     def __init__(self, args: argparse.Namespace, schedule: str, device: torch.device):
         self.args = args
@@ -104,7 +141,9 @@ class A2GNNJob:
             amp=args.amp, **({k: getattr(args, k) for k in ("alpha", "beta", "logt", "rw_weight")} if rw else {}))
         if rw and not getattr(args, "cam_dir", None):
             raise BadValueError("--rw True needs --cam_dir (folder of <id>.npz CAM files from infer_SEAM.py)")
-        self.box_dir = Path(args.BoxXmlpath or self.root / "Annotations") if schedule == "box" else None
+        box_dir = Path(args.BoxXmlpath or self.root / "Annotations") if schedule == "box" else None
+        self.load = InputLoader(self.root, Path(args.seed_label_root), box_dir=box_dir,
+                                cam_dir=Path(args.cam_dir) if rw else None)
         self.box_constraint = getattr(args, "box_constraint", False)
         self.results: dict[str, tuple[np.ndarray, np.ndarray, list | None] | Exception] = {}
 
@@ -114,36 +153,11 @@ class A2GNNJob:
             paths.append(Path(self.args.save_probs) / f"{image_id}.npz")
         return paths
 
-    def load(self, image_id: str) -> dict:
-        """Inputs of one image: the RGB image, padded tensors, boxes and CAMs as the schedule needs."""
-        image = read_image(self.root / "JPEGImages" / f"{image_id}.jpg")
-        seed_path = Path(self.args.seed_label_root) / f"{image_id}.png"
-        seeds = read_label_png(seed_path)
-        if seeds.shape != image.shape[:2]:
-            raise ValueError(f"{seed_path}: seed map is {seeds.shape}, image is {image.shape[:2]}")
-        inputs = {
-            "rgb": image,
-            "image": pad_to_multiple(to_chw_tensor(normalize(image)), STRIDE, 0),
-            "seeds": pad_to_multiple(torch.from_numpy(seeds).long(), STRIDE, IGNORE),
-            "boxes": None, "cams": None, "cam_classes": None,
-        }
-        if self.box_dir is not None:
-            inputs["boxes"] = read_boxes(self.box_dir / f"{image_id}.xml", image_size=image.shape[:2])
-        if self.cfg.rw:
-            classes, cams = load_cams(Path(self.args.cam_dir) / f"{image_id}.npz")
-            inputs["cams"], inputs["cam_classes"] = torch.from_numpy(cams), torch.from_numpy(classes)
-        return inputs
-
-    def prepare(self, image_ids: list[str]) -> None:
-        """Train the A2GNNs of ``image_ids`` together; keep each image's RGB image and probabilities (or the
-        exception it raised) for ``__call__``."""
+    def prepare(self, image_ids: list[str], inputs: list[dict]) -> None:
+        """Train the A2GNNs of ``image_ids`` (their ``inputs``, from ``self.load``) together; keep each image's
+        RGB image and probabilities (or the exception it raised) for ``__call__``."""
         self.results = {}
-        loaded = {}
-        for image_id in image_ids:
-            try:
-                loaded[image_id] = self.load(image_id)
-            except Exception as err:  # noqa: BLE001 - raised again by __call__ for this image only
-                self.results[image_id] = err
+        loaded = dict(zip(image_ids, inputs, strict=True))
         by_size = defaultdict(list)
         for image_id, inputs in loaded.items():
             by_size[tuple(inputs["image"].shape)].append(image_id)
@@ -182,10 +196,8 @@ class A2GNNJob:
         except Exception as err:  # noqa: BLE001 - raised again by __call__ for this image only
             return err
 
-    def __call__(self, image_id: str) -> functools.partial:
-        """The CPU part of ``image_id`` (``write_labels``), after its training."""
-        if image_id not in self.results:
-            self.prepare([image_id])
+    def __call__(self, image_id: str, inputs: dict) -> functools.partial:
+        """The CPU part of ``image_id`` (``write_labels``), after its training by ``prepare``."""
         result = self.results.pop(image_id)
         if isinstance(result, Exception):
             raise result
@@ -209,11 +221,9 @@ def write_labels(path: Path, rgb: np.ndarray, probs: np.ndarray, boxes: list | N
 def run_a2gnn(args: argparse.Namespace, schedule: str) -> RunSummary:
     """``main`` of the stage-3 scripts: the per-image job over the id list. Returns the ``RunSummary``."""
     ids = read_list(args.infer_list, args.voc12_root)
-    if args.num_workers:
-        print(f"note: --num_workers {args.num_workers} is unused: stage 3 reads each image in the main process "
-              "(the per-image training dominates the time)")
     with process_group(args.device) as device:
         job = A2GNNJob(args, schedule, device)
         return run_per_image(ids, job, job.outputs, desc=f"A2GNN {schedule}", shard=args.shard,
                              overwrite=args.overwrite, batch_size=args.batch_images, prepare=job.prepare,
-                             cpu_workers=resolve_cpu_workers(args.cpu_workers, device))
+                             cpu_workers=resolve_cpu_workers(args.cpu_workers, device), load=job.load,
+                             load_workers=resolve_load_workers(args.num_workers, device))

@@ -24,8 +24,8 @@ from tqdm import tqdm
 from network.resnet38d import STAGE_CHANNELS, scaled
 from tool.box_labels import box_class_mask, grabcut_box_masks
 from tool.cam import multiscale_cam, seeds_from_cams
-from tool.checkpoint import read_state_dict
-from tool.cli import UserError
+from tool.checkpoint import load_checkpoint, read_state_dict
+from tool.cli import UserError, WrongFileError
 from tool.crf import box_constrained_crf
 from tool.propagate import STRIDE, ImageInputs, PropagateConfig, propagate_batch
 from tool.seed_labels import box_seed_label, point_seed_label, scribble_superpixel_label, superpixels
@@ -148,15 +148,11 @@ def load_network(module: str, path: str, flag: str, device: torch.device) -> nn.
         net = importlib.import_module(module).Net(width=checkpoint_width(state, path))
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"{flag}: {err}") from None
-    counter = "num_batches_tracked"  # BatchNorm bookkeeping, which a file may or may not hold
-    expected = {k: v.shape for k, v in net.state_dict().items() if not k.endswith(counter)}
-    given = {k: v.shape for k, v in state.items() if not k.endswith(counter)}
-    misfit = sorted(k for k in expected.keys() | given.keys() if expected.get(k) != given.get(k))
-    if misfit:
-        raise UserError(f"{flag}: {path} does not match {module}.Net ({len(misfit)} tensors missing, extra or "
-                        f"of another shape, e.g. {misfit[0]}): {WHICH_FILE[module]}")
-    net.load_state_dict(state, strict=False)  # (every model tensor checked above; BN counters may be absent)
-    print(f"loaded {path} into {module}.Net (backbone width {net.width:g})")
+    try:
+        load_checkpoint(net, path, strict=True, state=state)
+    except WrongFileError as err:
+        raise UserError(f"{flag}: {err}. {WHICH_FILE[module]}") from None
+    print(f"backbone width {net.width:g} (from {path})")
     return net.eval().to(device)
 
 

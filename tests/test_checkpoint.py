@@ -207,3 +207,13 @@ def test_corrupt_or_foreign_checkpoint_is_named_without_unpickling_advice(tmp_pa
         with pytest.raises(ValueError, match=f"{kind}.pth: not a PyTorch checkpoint, or a truncated file") as err:
             load(bad)
         assert "weights_only" not in str(err.value)
+
+
+def test_an_already_read_state_is_loaded_strictly_under_its_path_name(tmp_path):
+    torch.manual_seed(0)
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    checkpoint.load_checkpoint(target, tmp_path / "never_read.pth", state=state)  # the file is not opened
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in state.items())
+    with pytest.raises(ValueError, match=r"never_read\.pth does not match .*1 missing keys.*bias"):
+        checkpoint.load_checkpoint(target, tmp_path / "never_read.pth", state={"weight": state["weight"]})

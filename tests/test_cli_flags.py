@@ -133,24 +133,23 @@ def test_stage_2_writes_where_stage_3_reads():
     assert Path(aff.label_dir) == Path(box.seed_label_root)
 
 
-def test_stage_3_says_that_num_workers_is_unused(tmp_path, capsys):
+def test_per_image_num_workers_default_to_no_loader_process_on_cpu():
+    import infer_seg
     import train_infer_A2GNN_box
+    from tool.runner import GPU_LOAD_WORKERS, resolve_load_workers
 
-    (tmp_path / "ids.txt").write_text("2007_000032\n")
-    args = train_infer_A2GNN_box.get_args_parser().parse_args(
-        ["--voc12_root", str(tmp_path), "--num_workers", "8", "--infer_list", str(tmp_path / "ids.txt"),
-         "--weights", str(tmp_path / "missing.pth")])
-    with pytest.raises(FileNotFoundError):
-        train_infer_A2GNN_box.main(args)  # the note comes before the weights are loaded
-    assert "--num_workers 8 is unused" in capsys.readouterr().out
-    assert train_infer_A2GNN_box.get_args_parser().parse_args(["--voc12_root", "V"]).num_workers == 0
+    for parser, argv in ((train_infer_A2GNN_box.get_args_parser(), ["--voc12_root", "V"]),
+                         (infer_seg.get_args_parser(), ["--weights", "w.pth"])):
+        value = parser.parse_args(argv).num_workers
+        assert resolve_load_workers(value, "cpu") == 0 and resolve_load_workers(value, "cuda:1") == GPU_LOAD_WORKERS
+    assert resolve_load_workers(3, "cuda") == 3
 
 
 # The stage scripts that run on a GPU at dataset scale: a plain ``python`` run starts one worker per visible
 # GPU (tool.dist.launch). eval_classifier, infer_image and run_pipeline (a driver) stay one process; the driver's
 # --gpus goes to the training scripts it launches.
 GPU_STAGES = {"train_SEAM", "infer_SEAM", "train_aff_gated_aff", "train_infer_A2GNN_box", "train_infer_A2GNN_others",
-              "train_seg", "infer_seg", "train_inst"}
+              "train_seg", "infer_seg", "train_inst", "infer_inst"}
 
 
 def test_every_gpu_stage_script_starts_one_worker_per_gpu():

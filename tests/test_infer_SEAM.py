@@ -37,10 +37,11 @@ def run(root, weights, out, *extra):
 
 def test_two_cpu_workers_write_what_one_process_writes(setup, tmp_path, capfd):
     """``--gpus 2 --device cpu`` through ``launch``: two gloo workers take one shard each and write the same
-    files, with the same contents, as one process."""
+    files, with the same contents, as one process (also with a CRF pool and a loader process each)."""
     root, weights = setup
     for gpus in (1, 2):
-        args = parse(root, weights, tmp_path / f"gpus{gpus}", "--gpus", str(gpus), "--cpu_workers", str(gpus - 1))
+        args = parse(root, weights, tmp_path / f"gpus{gpus}", "--gpus", str(gpus), "--cpu_workers", str(gpus - 1),
+                     "--num_workers", str(gpus - 1))
         assert launch(infer_SEAM.main, args, args.gpus, args.device) == 0
     assert "starting 2 worker processes" in capfd.readouterr().out
     files = {gpus: sorted(p.relative_to(tmp_path / f"gpus{gpus}") for p in (tmp_path / f"gpus{gpus}").rglob("*")

@@ -221,3 +221,64 @@ def test_cpu_parts_run_in_a_pool_and_failures_are_named(tmp_path, capsys, cpu_wo
     assert "i4: ValueError: CRF failed" in capsys.readouterr().err
     assert run_per_image(ids, process, lambda i: [tmp_path / f"{i}.txt"], desc="t",
                          cpu_workers=cpu_workers).skipped == 5
+
+
+def _load(image_id: str) -> dict:
+    """A stub ``load``: the id's inputs and the process that read them; ``bad`` cannot be read."""
+    if image_id == "bad":
+        raise OSError(f"cannot identify image file {image_id}.jpg")
+    return {"pixels": torch.full((2, 3), float(len(image_id))), "id": image_id, "pid": os.getpid()}
+
+
+@pytest.mark.parametrize("load_workers", [0, 2])
+def test_prefetched_inputs_reach_each_image_once_and_a_load_failure_is_named(tmp_path, capsys, load_workers):
+    ids = ["a", "bb", "bad", "known", "done", "eee", "f"]
+    (tmp_path / "done.txt").write_text("done before")
+    seen = []
+
+    def process(image_id, inputs):
+        assert inputs["id"] == image_id and torch.equal(inputs["pixels"], torch.full((2, 3), float(len(image_id))))
+        seen.append((image_id, inputs["pid"]))
+        (tmp_path / f"{image_id}.txt").write_text(image_id)
+
+    summary = run_per_image(ids, process, lambda i: [tmp_path / f"{i}.txt"], desc="t", load=_load,
+                            load_workers=load_workers, known_failures={"known": "known bad"})
+    assert [i for i, _ in seen] == ["a", "bb", "eee", "f"]
+    pids = {pid for _, pid in seen}
+    assert (pids == {os.getpid()}) if load_workers == 0 else (os.getpid() not in pids and len(pids) <= 2)
+    assert (summary.done, summary.skipped) == (4, 1)
+    assert summary.failed == [("bad", "OSError: cannot identify image file bad.jpg"), ("known", "known bad")]
+    assert "FAILED bad: OSError: cannot identify image file bad.jpg" in capsys.readouterr().err
+    seen.clear()
+    again = run_per_image(ids, process, lambda i: [tmp_path / f"{i}.txt"], desc="t", load=_load,
+                          load_workers=load_workers, known_failures={"known": "known bad"})
+    assert seen == [] and again.skipped == 5 and [i for i, _ in again.failed] == ["bad", "known"]
+
+
+@pytest.mark.parametrize("load_workers", [0, 2])
+def test_prefetched_batches_get_their_inputs_and_shards_split(tmp_path, load_workers):
+    ids = [f"i{k}" for k in range(9)] + ["bad"]
+    events = []
+
+    def prepare(batch, inputs):
+        assert [x["id"] for x in inputs] == batch
+        events.append(("prepare", *batch))
+
+    def process(image_id, inputs):
+        events.append(("process", image_id))
+        (tmp_path / f"{image_id}.txt").write_text("ok")
+
+    parts = []
+    for shard in ("0/2", "1/2"):
+        events.clear()
+        summary = run_per_image(ids, process, lambda i: [tmp_path / f"{i}.txt"], desc="t", shard=shard,
+                                batch_size=3, prepare=prepare, load=_load, load_workers=load_workers)
+        parts.append([e[1] for e in events if e[0] == "process"])
+        if shard == "0/2":
+            assert events[:4] == [("prepare", "i0", "i2", "i4"), ("process", "i0"), ("process", "i2"),
+                                  ("process", "i4")]
+            assert events[4:] == [("prepare", "i6", "i8"), ("process", "i6"), ("process", "i8")]
+            assert summary.failed == []
+        else:
+            assert [i for i, _ in summary.failed] == ["bad"] and summary.done == 4
+    assert sorted(parts[0] + parts[1]) == sorted(ids[:-1])

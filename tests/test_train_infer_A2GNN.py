@@ -114,6 +114,26 @@ def test_others_script_with_random_walk(fake_voc, tmp_path):
     assert all((out / f"{image_id}.png").is_file() for image_id in IDS)
 
 
+def test_loader_processes_give_the_labels_of_the_main_process(fake_voc, tmp_path):
+    """``--num_workers 2`` (images, seeds, CAMs read in two DataLoader processes, two images per batch)
+    writes the labels and probabilities of ``--num_workers 0``; the image without seeds fails alone, named."""
+    outputs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"workers{workers}"
+        args = others_script.get_args_parser().parse_args(
+            [*common_flags(fake_voc, out / "labels"), "--rw", "True", "--cam_dir", str(fake_voc / "cams"),
+             "--save_probs", str(out / "probs"), "--batch_images", "2", "--num_workers", str(workers)])
+        summary = others_script.main(args)
+        assert summary.done == 2 and [i for i, _ in summary.failed] == ["2007_000003"]
+        assert "2007_000003.png" in summary.failed[0][1]
+        outputs[workers] = out
+    for image_id in IDS:
+        assert np.array_equal(read_label_png(outputs[0] / "labels" / f"{image_id}.png"),
+                              read_label_png(outputs[2] / "labels" / f"{image_id}.png"))
+        np.testing.assert_array_equal(load_npz(outputs[0] / "probs" / f"{image_id}.npz")["probs"],
+                                      load_npz(outputs[2] / "probs" / f"{image_id}.npz")["probs"])
+
+
 def test_rw_flag_parses_false_as_off():
     args = others_script.get_args_parser().parse_args(["--voc12_root", "x", "--rw", "False"])
     assert args.rw is False and args.epochs == 50 and args.lr == 0.03

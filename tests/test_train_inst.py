@@ -15,6 +15,7 @@ import make_synthetic_voc
 import train_inst
 from network.maskrcnn import ResNet38Features, build_instance_net
 from tool.cli import UserError
+from tool.dist import launch
 from tool.instances import read_instance_png
 from vocabulary import NUM_CLASSES
 
@@ -134,11 +135,12 @@ def test_killed_and_resumed_training_ends_with_the_uninterrupted_weights(tiny_vo
 def test_inference_writes_coco_results_and_pngs_that_eval_scores(tiny_voc, trained, tmp_path, one_thread):
     root, labels = tiny_voc
     _, full_dir = trained
-    results = infer_inst.main(infer_inst.get_args_parser().parse_args(
+    summary = infer_inst.main(infer_inst.get_args_parser().parse_args(
         ["--voc12_root", str(root), "--infer_list", "val.txt", "--weights", str(full_dir / "inst.pth"), *MODEL,
          "--out_json", str(tmp_path / "val.json"), "--save_path", str(tmp_path / "png"), "--png_score", "0",
          "--device", "cpu"]))
-    assert json.loads((tmp_path / "val.json").read_text()) == results
+    assert summary.done == 3 and summary.exit_code == 0
+    results = json.loads((tmp_path / "val.json").read_text())
     gt = json.loads((labels / "val_gt.json").read_text())
     for image in gt["images"]:
         stem = image["file_name"].replace(".jpg", ".png")
@@ -153,3 +155,37 @@ def test_inference_writes_coco_results_and_pngs_that_eval_scores(tiny_voc, train
             ["--voc12_root", str(root), "--infer_list", "val.txt", "--weights", str(full_dir / "inst.pth"),
              "--arch", "maskrcnn_resnet38", "--backbone_width", "0.125", "--out_json", str(tmp_path / "x.json"),
              "--device", "cpu"]))
+
+
+def test_two_cpu_workers_and_shards_write_the_results_of_one_process(tiny_voc, trained, tmp_path, capsys):
+    """``--gpus 2 --device cpu`` (two spawned gloo workers, as a plain run on 2 GPUs) and two ``--shard``
+    runs write the ``--out_json`` of one process, complete and in list order; a failed image leaves it
+    unwritten until a rerun completes it, and the rerun redoes only that image."""
+    root, labels = tiny_voc
+    _, full_dir = trained
+
+    def args(out, *extra):
+        return infer_inst.get_args_parser().parse_args(
+            ["--voc12_root", str(root), "--infer_list", "val.txt", "--weights", str(full_dir / "inst.pth"), *MODEL,
+             "--out_json", str(out), "--device", "cpu", *extra])
+
+    assert infer_inst.main(args(tmp_path / "one.json")).exit_code == 0
+    one = (tmp_path / "one.json").read_text()
+    two = args(tmp_path / "two.json", "--gpus", "2", "--num_workers", "1")
+    assert launch(infer_inst.main, two, two.gpus, two.device) == 0
+    assert "starting 2 worker processes" in capsys.readouterr().out
+    assert (tmp_path / "two.json").read_text() == one
+
+    ids = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    image = root / "JPEGImages" / f"{ids[1]}.jpg"
+    kept = image.read_bytes()
+    image.write_bytes(b"not a jpeg")
+    try:
+        first = infer_inst.main(args(tmp_path / "shard.json", "--shard", "0/2"))
+        second = infer_inst.main(args(tmp_path / "shard.json", "--shard", "1/2"))
+    finally:
+        image.write_bytes(kept)
+    assert first.exit_code == 0 and [i for i, _ in second.failed] == [ids[1]]
+    assert not (tmp_path / "shard.json").exists() and "not written yet" in capsys.readouterr().out
+    rerun = infer_inst.main(args(tmp_path / "shard.json", "--shard", "1/2"))
+    assert (rerun.done, rerun.skipped) == (1, 0) and (tmp_path / "shard.json").read_text() == one

@@ -74,9 +74,10 @@ def test_inference_writes_labels_crf_and_scores_and_resumes(tiny_voc, trained, t
     again = infer_seg.main(infer_seg.get_args_parser().parse_args(
         [*base, "--save_path", str(out), "--save_path_crf", str(crf)]))
     assert again.done == 0 and again.skipped == 3
-    for shard in ("0/2", "1/2"):  # two shards write what one process wrote, also with a CRF/PNG pool
+    for shard in ("0/2", "1/2"):  # two shards write what one process wrote, also with a CRF/PNG pool and loaders
         infer_seg.main(infer_seg.get_args_parser().parse_args(
-            [*base, "--save_path", str(tmp_path / "sharded"), "--shard", shard, "--cpu_workers", "1"]))
+            [*base, "--save_path", str(tmp_path / "sharded"), "--shard", shard, "--cpu_workers", "1",
+             "--num_workers", "2"]))
     for image_id in ids:
         assert np.array_equal(read_label_png(tmp_path / "sharded" / f"{image_id}.png"),
                               read_label_png(out / f"{image_id}.png"))

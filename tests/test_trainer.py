@@ -204,6 +204,30 @@ def test_tensorboard_holds_the_scalars_of_the_jsonl_log_also_after_a_resume(tmp_
     assert_same_scalars(tensorboard_scalars(tb), full, skip=("seconds_per_step",))
 
 
+def test_a_run_that_raises_still_closes_its_tensorboard_writer(tmp_path, monkeypatch):
+    """Steps 1-4 logged, step 5 raises: the writer is closed (its queue written, the file released) on the
+    way out, and the events file holds the 4 records of the JSON-lines log."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    closed, real_close = [], SummaryWriter.close
+    monkeypatch.setattr(SummaryWriter, "close", lambda self: closed.append(self) or real_close(self))
+    calls = []
+
+    def failing(model, batch, epoch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("CUDA out of memory")
+        return objective(model, batch, epoch)
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        trainer.train(Linear(), failing, NoisyPoints(), loop_args(tmp_path, log_every=1,
+                      tensorboard=str(tmp_path / "tb")), torch.device("cpu"), SETTINGS)
+    assert len(closed) == 1
+    jsonl = jsonl_scalars(tmp_path / "toy_log.jsonl")
+    assert [s for s, _ in jsonl["loss"]] == [1, 2, 3, 4]
+    assert_same_scalars(tensorboard_scalars(tmp_path / "tb"), jsonl)
+
+
 def test_tensorboard_without_the_package_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     with pytest.raises(cli.UserError, match="--tensorboard needs the tensorboard package: pip install"):

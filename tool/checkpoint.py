@@ -203,8 +203,10 @@ def _listing(keys: list[str], limit: int = 8) -> str:
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True,
-                    map_location: str | torch.device = "cpu") -> LoadReport:
-    """Load weights from ``path`` (``.pth`` state dict or MXNet ``.params``) into ``model``.
+                    map_location: str | torch.device = "cpu",
+                    state: Mapping[str, torch.Tensor] | None = None) -> LoadReport:
+    """Load weights from ``path`` (``.pth`` state dict or MXNet ``.params``) into ``model``; ``state``: the
+    file already read by ``read_state_dict`` (``path`` then only names it in messages).
 
     A DataParallel / DistributedDataParallel wrapper is unwrapped.
 
@@ -218,7 +220,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     """
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         model = model.module
-    state = read_state_dict(path, map_location)
+    if state is None:
+        state = read_state_dict(path, map_location)
     model_state = model.state_dict()
     report = LoadReport(str(path))
     report.matched = [k for k in model_state if k in state]

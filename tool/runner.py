@@ -8,12 +8,14 @@ import multiprocessing
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from tool.dist import parse_shard, shard_ids
@@ -34,6 +36,7 @@ def add_cpu_workers_argument(parser: argparse.ArgumentParser) -> argparse.Argume
 
 
 GPU_CPU_WORKERS = 2  # not yet measured on a GPU
+GPU_LOAD_WORKERS = 2  # not yet measured on a GPU: one JPEG decode is far shorter than an image's device work
 
 
 def resolve_cpu_workers(value: int | None, device: torch.device | str) -> int:
@@ -41,6 +44,26 @@ def resolve_cpu_workers(value: int | None, device: torch.device | str) -> int:
     if value is not None:
         return value
     return GPU_CPU_WORKERS if torch.device(device).type == "cuda" else 0
+
+
+def add_load_workers_argument(parser: argparse.ArgumentParser, cpu_default: int = 0) -> argparse.ArgumentParser:
+    """``--num_workers`` of a per-image stage: the processes that read the next images' files while this one
+    computes (``run_per_image``, ``load_workers``); the upstream flag name and meaning (loader processes).
+    ``cpu_default``: its value on a CPU (see ``resolve_load_workers``)."""
+    parser.add_argument("--num_workers", default=None, type=int,
+                        help="processes that read and decode the next images' files (image, seeds, boxes, "
+                             "CAMs, scaled copies) while this process computes the current ones on the device "
+                             f"(0: here, before each image). Default: {GPU_LOAD_WORKERS} with a GPU; "
+                             f"{cpu_default} on a CPU (measured in docs/gpu.md)")
+    return parser
+
+
+def resolve_load_workers(value: int | None, device: torch.device | str, cpu_default: int = 0) -> int:
+    """``--num_workers`` as given, or its default for ``device``: ``GPU_LOAD_WORKERS`` on CUDA, ``cpu_default``
+    on a CPU."""
+    if value is not None:
+        return value
+    return GPU_LOAD_WORKERS if torch.device(device).type == "cuda" else cpu_default
 
 
 @dataclass
@@ -75,8 +98,10 @@ def run_per_image(
     known_failures: Mapping[str, str] | None = None,
     allow_empty: bool = False,
     batch_size: int = 1,
-    prepare: Callable[[list[str]], None] | None = None,
+    prepare: Callable[..., None] | None = None,
     cpu_workers: int = 0,
+    load: Callable[[str], Any] | None = None,
+    load_workers: int = 0,
 ) -> RunSummary:
     """Call ``process(image_id)`` for this shard's ids (and run what it returns) and report what happened.
 
@@ -97,11 +122,18 @@ def run_per_image(
     module-level function, no torch): with ``cpu_workers`` > 0 it runs in a pool of that many processes while
     ``process`` goes on with the next images (at most ``2 × cpu_workers`` wait), else at once; the image
     is done (or failed, named) when it has run.
+    ``load``: reads an image's inputs (its files, decoded); then ``process(image_id, load(image_id))`` and
+    ``prepare(batch, [load(image_id) for image_id in batch])``. With ``load_workers`` > 0 a
+    ``torch.utils.data.DataLoader`` of that many processes calls it, in the loop's order, ahead of the
+    device work (at least one batch ahead), else it runs here just before; ``load`` must be picklable
+    where processes are spawned, not forked. An exception in ``load`` fails that image only, named.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if cpu_workers < 0:
         raise ValueError(f"--cpu_workers must be at least 0, got {cpu_workers}")
+    if load_workers < 0:
+        raise ValueError(f"--num_workers must be at least 0, got {load_workers}")
     index, count = parse_shard(shard)
     mine = shard_ids(list(ids), index, count)
     known_failures = known_failures or {}
@@ -129,7 +161,7 @@ def run_per_image(
         summary.failed.append((image_id, message))
         tqdm.write(f"FAILED {image_id}: {message}", file=sys.stderr)
         if verbose_errors:
-            tqdm.write(traceback.format_exc(), file=sys.stderr)
+            tqdm.write(err.trace if isinstance(err, _LoadFailure) else traceback.format_exc(), file=sys.stderr)
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             summary.stopped = (f"stopped: {err}. Free space there, or write to another folder, then "
                                "rerun the same command: finished images are skipped (--overwrite False)")
@@ -160,20 +192,20 @@ def run_per_image(
         while len(in_flight) > most:
             settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
 
-    def finish(batch: list[str]) -> None:
+    def finish(batch: list[str], inputs: list) -> None:
         error: Exception | None = None
         if prepare is not None:
             try:
-                prepare(batch)
+                prepare(batch) if load is None else prepare(batch, inputs)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as err:  # noqa: BLE001 - reported for every image of the batch below
                 error = err
-        for image_id in batch:
+        for image_id, loaded in zip(batch, inputs, strict=True):
             try:
                 if error is not None:
                     raise error
-                work = process(image_id)
+                work = process(image_id) if load is None else process(image_id, loaded)
                 if work is not None and pool is not None:
                     in_flight[pool.submit(work)] = image_id
                 else:
@@ -190,8 +222,11 @@ def run_per_image(
             if summary.stopped:
                 return
 
+    todo = [image_id for image_id in mine if image_id in pending and image_id not in known_failures]
+    loaded_items = _prefetch(todo, load, load_workers, batch_size)
     try:
         batch: list[str] = []
+        inputs: list = []
         for image_id in mine:
             if summary.stopped:
                 break
@@ -203,14 +238,23 @@ def run_per_image(
                 fail(image_id, _KnownFailure(known_failures[image_id]))
                 bar.update(1)
                 continue
+            loaded_id, loaded = next(loaded_items)
+            if loaded_id != image_id:
+                raise RuntimeError(f"{desc}: the loader is out of step: got {loaded_id}, expected {image_id}")
+            if isinstance(loaded, _LoadFailure):
+                fail(image_id, loaded)
+                tick()
+                continue
             batch.append(image_id)
+            inputs.append(loaded)
             if len(batch) == batch_size:
-                finish(batch)
-                batch = []
+                finish(batch, inputs)
+                batch, inputs = [], []
         if batch and not summary.stopped:
-            finish(batch)
+            finish(batch, inputs)
         drain(0)
     finally:
+        del loaded_items  # stops the loader's processes
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
@@ -227,3 +271,49 @@ def run_per_image(
 
 class _KnownFailure(Exception):
     """An id reported bad before the loop (its message is shown as it is)."""
+
+
+class _LoadFailure(_KnownFailure):
+    """What ``load`` raised for an id, as text (any exception crosses from a loader process); ``trace``: its
+    traceback for ``verbose_errors``."""
+
+    def __init__(self, message: str, trace: str):
+        super().__init__(message)
+        self.trace = trace
+
+    def __reduce__(self):
+        return _LoadFailure, (str(self), self.trace)
+
+
+class _LoadDataset(Dataset):
+    """Item ``k``: ``(ids[k], load(ids[k]))``, or ``(ids[k], _LoadFailure)`` if ``load`` raised."""
+
+    def __init__(self, ids: list[str], load: Callable[[str], Any]):
+        self.ids, self.load = ids, load
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[str, Any]:
+        image_id = self.ids[index]
+        try:
+            return image_id, self.load(image_id)
+        except Exception as err:  # noqa: BLE001 - fails this image only, named by the loop
+            return image_id, _LoadFailure(f"{type(err).__name__}: {err}", traceback.format_exc())
+
+
+def _one(batch: list) -> Any:
+    """``collate_fn`` that keeps the one sample of a batch as it is."""
+    return batch[0]
+
+
+def _prefetch(ids: list[str], load: Callable[[str], Any] | None, workers: int,
+              batch_size: int) -> Iterator[tuple[str, Any]]:
+    """``(id, inputs)`` of ``ids`` in order: ``inputs`` is ``load(id)`` read by ``workers`` DataLoader processes
+    (enough ahead for a batch of ``batch_size``; 0: here, when asked), a ``_LoadFailure``, or ``None`` without
+    ``load``."""
+    if load is None:
+        return ((image_id, None) for image_id in ids)
+    ahead = {"prefetch_factor": max(2, -(-batch_size // workers))} if workers else {}
+    return iter(DataLoader(_LoadDataset(ids, load), batch_size=1, shuffle=False, num_workers=workers,
+                           collate_fn=_one, **ahead))

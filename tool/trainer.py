@@ -348,7 +348,7 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
               f"steps/epoch, {max_step} steps, from epoch {first_epoch + 1}", flush=True)
 
     result = TrainResult()
-    with cudnn_autotuner(device):
+    with cudnn_autotuner(device), contextlib.closing(log):  # a run that raises still flushes its TensorBoard events
         bar = tqdm(total=max_step, initial=optimizer.global_step, unit="step", disable=not main_process,
                    dynamic_ncols=True)
         run_start = time.time()
@@ -379,7 +379,6 @@ def train(net: nn.Module, loss_fn: LossFn, dataset: Dataset, args: argparse.Name
                 save_training_state(state_path, model=net, optimizer=optimizer, epoch=epoch + 1, settings=current,
                                     args=arguments, scaler=scaler)
     bar.close()
-    log.close()
     if main_process:
         save_checkpoint(net, final)
         print(f"done: {len(result.steps)} steps (at {optimizer.global_step}/{max_step}) in "
