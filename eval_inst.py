@@ -7,7 +7,9 @@ predictions of score 1, plus the mean IoU of each box's mask with the ground-tru
     python eval_inst.py --gt_json out/val_gt.json --pred_json out/maskrcnn_box_val.json
     python eval_inst.py --gt_json out/train_gt.json --pred_json out/instances_box.json
 
-Prints AP, AP50, AP75 (COCO, IoU 0.5:0.95) and mAP^r at IoU 0.25 / 0.5 / 0.7 / 0.75, in %.
+Prints AP, AP50, AP75 (COCO, IoU 0.5:0.95) and mAP^r at IoU 0.25 / 0.5 / 0.7 / 0.75, in %; for a network also
+how many ground-truth instances it found (its top detection of the class with box IoU >= 0.5) and their mean box
+and mask IoU: finding against outlining.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import sys
 
 from tool import cli
-from tool.coco_eval import AP_KEYS, as_results, mask_ap, matched_iou
+from tool.coco_eval import AP_KEYS, as_results, found_instances, mask_ap, matched_iou
 from tool.label_io import atomic_path
 from voc12.instances import read_coco
 
@@ -62,14 +64,18 @@ def check_coco(gt: object, pred: object, args: argparse.Namespace) -> None:
 
 def evaluate(gt: dict, pred: dict | list) -> dict[str, float]:
     """The :data:`tool.coco_eval.AP_KEYS` of ``pred`` on the images of ``gt``; for an instances file also
-    ``mean_iou`` / ``matched`` of :func:`tool.coco_eval.matched_iou`."""
+    ``mean_iou`` / ``matched`` of :func:`tool.coco_eval.matched_iou`, for results ``found`` / ``box_iou`` /
+    ``mask_iou`` of :func:`tool.coco_eval.found_instances`."""
     if isinstance(pred, dict):
         known = {im["id"] for im in gt["images"]}
         pred = {**pred, "annotations": [a for a in pred["annotations"] if a["image_id"] in known]}
         scores = mask_ap(gt, as_results(pred), [im["id"] for im in gt["images"]])
         scores.update(matched_iou(gt, pred))
         return scores
-    return mask_ap(gt, pred, [im["id"] for im in gt["images"]])
+    known = {im["id"] for im in gt["images"]}
+    scores = mask_ap(gt, pred, sorted(known))
+    scores.update(found_instances(gt, [r for r in pred if r["image_id"] in known]))
+    return scores
 
 
 def main(args: argparse.Namespace) -> dict[str, float]:
@@ -78,7 +84,10 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     scores = evaluate(gt, pred)
     print(", ".join(f"{k} {100 * scores[k]:.1f}" for k in AP_KEYS)
           + (f"; per-box mean IoU {100 * scores['mean_iou']:.1f} over {scores['instances']} ground-truth instances"
-             if "mean_iou" in scores else ""))
+             if "mean_iou" in scores else "")
+          + (f"; found {100 * scores['found']:.1f} % of the ground-truth instances (a detection of the class with box "
+             f"IoU >= 0.5), their box IoU {100 * scores['box_iou']:.1f}, mask IoU {100 * scores['mask_iou']:.1f}"
+             if "found" in scores else ""))
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(json.dumps(scores, indent=2))

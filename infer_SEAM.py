@@ -41,10 +41,6 @@ from voc12.lists import read_list
 from voc12.make_cls_labels import image_labels
 from voc12.preflight import find_bad_files, known_failures
 
-# one loader process on a CPU too: it scales and flips each image (CAM_SCALES) beside the network; 1.25x on 2
-# loaded cores (docs/gpu.md), and the published default
-SEAM_CPU_LOAD_WORKERS = 1
-
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
@@ -54,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="module that defines Net, the classifier of --weights")
     parser.add_argument("--backbone_width", default=1.0, type=float, help="backbone width of the checkpoint")
     add_id_list(parser, "--infer_list", what="images to write CAMs and seeds for")
-    add_load_workers_argument(parser, cpu_default=SEAM_CPU_LOAD_WORKERS)
+    add_load_workers_argument(parser)
     add_voc12_root(parser)
     parser.add_argument("--cls_labels", default=None, type=str,
                         help="image labels (.npz of voc12/make_cls_labels.py); default: read the XML files")
@@ -155,8 +151,7 @@ def main(args: argparse.Namespace) -> RunSummary:
 
         return run_per_image(ids, process, outputs, desc="infer_SEAM", shard=args.shard, overwrite=args.overwrite,
                              known_failures=bad, cpu_workers=resolve_cpu_workers(args.cpu_workers, device),
-                             load=load, load_workers=resolve_load_workers(args.num_workers, device,
-                                                                       SEAM_CPU_LOAD_WORKERS))
+                             load=load, load_workers=resolve_load_workers(args.num_workers, device))
 
 
 def write_outputs(args: argparse.Namespace, path: dict[str, Path], image: np.ndarray, classes: np.ndarray,

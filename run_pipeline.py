@@ -66,7 +66,7 @@ SMOKE_TEST = ("smoke test of the wiring (plan 'quick': a few tiny images, a few 
 def percents(scores: dict[str, Any]) -> dict[str, Any]:
     """The instance scores of ``eval_inst.evaluate`` (AP keys, mean IoU) as percentages, the unit of the
     printed tables and summary.json; counts and the -1 of 'no ground truth' stay as they are."""
-    return {key: pct(value) if key in (*AP_KEYS, "mean_iou") and value >= 0 else value
+    return {key: pct(value) if key in (*AP_KEYS, "mean_iou", "found", "box_iou", "mask_iou") and value >= 0 else value
             for key, value in scores.items()}
 
 
@@ -597,16 +597,20 @@ def print_inst_table(summary: dict) -> None:
     inst = summary["inst"]
     print(f"\ninstance segmentation (Mask R-CNN {inst['arch']}, {inst['iters']} steps), mask AP % on "
           f"{inst['val_list']} ({inst['num_val']} images); {inst.get('seconds', 0) / 60:.1f} min for all of it")
-    header = f"{'labels':<10}{'label AP50':>11}{'AP75':>7}{'box IoU':>9}{'net AP50':>10}{'AP75':>7}{'AP':>7}"
+    header = (f"{'labels':<10}{'label AP50':>11}{'AP75':>7}{'box IoU':>9}{'net AP50':>10}{'AP75':>7}{'AP':>7}"
+              f"{'found':>7}{'box IoU':>9}{'mask IoU':>10}")
     print(header + "\n" + "-" * len(header))
     for name, net in inst["nets"].items():
         label = inst["labels"].get(name)
         cells = (f"{label['AP50']:>11.1f}{label['AP75']:>7.1f}{label['mean_iou']:>9.1f}" if label
                  else f"{'-':>11}{'-':>7}{'-':>9}")
-        print(f"{name:<10}{cells}{net['AP50']:>10.1f}{net['AP75']:>7.1f}{net['AP']:>7.1f}")
+        print(f"{name:<10}{cells}{net['AP50']:>10.1f}{net['AP75']:>7.1f}{net['AP']:>7.1f}{net['found']:>7.1f}"
+              f"{net['box_iou']:>9.1f}{net['mask_iou']:>10.1f}")
     if inst["a2gnn_pct_of_gt_ap50"] is not None:
         print(f"(label columns: the instance labels themselves on the infer list, as predictions of score 1; box IoU: "
-              f"mean IoU of each box's mask with its ground-truth instance. A2GNN's net reaches "
+              f"mean IoU of each box's mask with its ground-truth instance; found: the share of val instances with a "
+              f"detection of their class at box IoU >= 0.5, then the mean box and mask IoU of those. A2GNN's net "
+              f"reaches "
               f"{inst['a2gnn_pct_of_gt_ap50']:.1f} % of the ground-truth net's AP50)")
     if summary.get("smoke_test"):
         print(f"({SMOKE_TEST})")

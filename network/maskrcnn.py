@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -38,24 +39,31 @@ ARCHITECTURES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet38")
 RESNET38_CHANNELS = 128  # conv6 reduced to this many channels before the RPN and the RoI heads
 RESNET38_BOX_FC = 256  # the box head's two fully connected layers (torchvision: 1024)
 RESNET38_MASK_CONVS = (128, 128)  # the mask head's 3x3 convs (torchvision: four of 256)
-RESNET38_ANCHORS = ((16, 32, 64, 128, 256),)  # one level (stride 8): the demo's objects are 10..170 px
+RESNET38_ANCHORS = ((16, 32, 48), (64, 128, 256))  # stride 4, stride 8: the demo's objects are 10..170 px
 
 
 class ResNet38Features(nn.Module):
-    """ResNet-38 ``conv6`` (stride 8) → 1×1 conv → ReLU: ``(N, 3, H, W)`` → ``{'0': (N, 256, H/8, W/8)}``."""
+    """ResNet-38 features for the RoI heads, each reduced to ``RESNET38_CHANNELS`` by a trained 1×1 conv:
+    ``(N, 3, H, W)`` → ``{'0': (N, 128, H/4, W/4), '1': (N, 128, H/8, W/8)}``. ``'1'`` is ``relu(reduce(conv6))``;
+    ``'0'`` adds it, upsampled ×2, to the reduced stride-4 ``conv3`` (a one-step FPN top-down path), so masks and
+    small boxes see stride-4 detail."""
 
     def __init__(self, width: float):
         super().__init__()
         self.body = resnet38d.Net(width=width)
         self.reduce = nn.Conv2d(self.body.channels["conv6"], RESNET38_CHANNELS, 1)
+        self.lateral = nn.Conv2d(self.body.channels["conv3"], RESNET38_CHANNELS, 1)
         self.out_channels = RESNET38_CHANNELS
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        return OrderedDict([("0", torch.relu(self.reduce(self.body(x))))])
+        feats = self.body.forward_as_dict(x)
+        top = self.reduce(feats["conv6"])
+        fine = self.lateral(feats["conv3"]) + F.interpolate(top, size=feats["conv3"].shape[-2:], mode="nearest")
+        return OrderedDict([("0", torch.relu(fine)), ("1", torch.relu(top))])
 
     def train(self, mode: bool = True) -> ResNet38Features:
         """The frozen body stays in eval mode (no dropout in b6 / b7: the features training sees are those of
-        inference); only ``reduce`` follows ``mode``."""
+        inference); the 1×1 convs follow ``mode``."""
         super().train(mode)
         self.body.eval()
         return self
@@ -104,8 +112,8 @@ def build_instance_net(arch: str, num_classes: int, *, min_size: int | Sequence[
         backbone.body.requires_grad_(False)  # the classifier's features as they are: no backward through them
         model = MaskRCNN(
             backbone, num_classes=None, min_size=min_size, max_size=max_size,
-            rpn_anchor_generator=AnchorGenerator(RESNET38_ANCHORS, ((0.5, 1.0, 2.0),)),
-            box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=1),
+            rpn_anchor_generator=AnchorGenerator(RESNET38_ANCHORS, ((0.5, 1.0, 2.0),) * len(RESNET38_ANCHORS)),
+            box_roi_pool=MultiScaleRoIAlign(["0", "1"], output_size=7, sampling_ratio=1),
             box_head=TwoMLPHead(RESNET38_CHANNELS * 7 * 7, RESNET38_BOX_FC),
             box_predictor=FastRCNNPredictor(RESNET38_BOX_FC, num_classes),
             mask_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=1),

@@ -134,12 +134,14 @@ def test_stage_2_writes_where_stage_3_reads():
 
 
 def test_per_image_num_workers_default_to_no_loader_process_on_cpu():
+    import infer_SEAM
     import infer_seg
     import train_infer_A2GNN_box
     from tool.runner import GPU_LOAD_WORKERS, resolve_load_workers
 
     for parser, argv in ((train_infer_A2GNN_box.get_args_parser(), ["--voc12_root", "V"]),
-                         (infer_seg.get_args_parser(), ["--weights", "w.pth"])):
+                         (infer_seg.get_args_parser(), ["--weights", "w.pth"]),
+                         (infer_SEAM.get_args_parser(), ["--voc12_root", "V"])):
         value = parser.parse_args(argv).num_workers
         assert resolve_load_workers(value, "cpu") == 0 and resolve_load_workers(value, "cuda:1") == GPU_LOAD_WORKERS
     assert resolve_load_workers(3, "cuda") == 3

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tool.coco_eval import AP_KEYS, as_results, mask_ap, matched_iou
+from tool.coco_eval import AP_KEYS, as_results, found_instances, mask_ap, matched_iou
 from tool.instances import InstanceLabels, coco_annotations, coco_dataset, coco_image, encode_mask
 
 
@@ -48,3 +48,29 @@ def test_a_shifted_mask_scores_the_hand_computed_ap():
 
 def test_no_prediction_scores_zero():
     assert set(mask_ap(ground_truth(), []).values()) == {0.0}
+
+
+def test_found_instances_takes_the_top_scoring_overlapping_detection_of_the_class():
+    gt = ground_truth()  # squares [2, 12) and [20, 30) of class 1
+
+    def det(rows, cols, score, category=1):
+        mask = np.zeros((40, 40), bool)
+        mask[rows[0]:rows[1], cols[0]:cols[1]] = True
+        box = [cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]]
+        return {"image_id": 2026000001, "category_id": category, "segmentation": encode_mask(mask), "bbox": box,
+                "score": score}
+
+    results = [
+        det((2, 12), (2, 12), 0.5),  # the first square exactly
+        det((20, 30), (22, 32), 0.9),  # the second moved 2 columns: box and mask IoU 80 / 120
+        det((20, 30), (20, 30), 0.3),  # the second exactly, but a lower score: not taken
+        det((20, 30), (20, 30), 0.99, category=2),  # another class: ignored
+        det((0, 40), (0, 40), 0.95),  # overlaps both by box IoU 100 / 1600: below 0.5
+    ]
+    scores = found_instances(gt, results)
+    assert scores["found"] == 1.0
+    assert scores["box_iou"] == pytest.approx((1 + 80 / 120) / 2)
+    assert scores["mask_iou"] == pytest.approx((1 + 80 / 120) / 2)
+    missed = found_instances(gt, results[1:2])
+    assert missed == pytest.approx({"found": 0.5, "box_iou": 80 / 120, "mask_iou": 80 / 120})
+    assert found_instances(gt, [])["found"] == 0.0

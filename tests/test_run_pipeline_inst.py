@@ -48,6 +48,8 @@ def test_inst_stage_trains_one_net_per_label_set_and_scores_them(tmp_path, monke
                for a in trained)
     assert set(inst["nets"]) == set(run_pipeline.INST_LABELS) and inst["num_val"] == 2
     assert all(net["AP50"] == pytest.approx(100.0) for net in inst["nets"].values())  # percentages
+    assert all(net[key] == pytest.approx(100.0) for net in inst["nets"].values()
+               for key in ("found", "box_iou", "mask_iou"))
     assert inst["a2gnn_pct_of_gt_ap50"] == pytest.approx(100.0)
     for label in inst["labels"].values():  # the class maps are the ground truth: only same-class overlaps differ
         assert 50.0 < label["mean_iou"] <= 100.0 and 0 < label["AP50"] <= 100.0

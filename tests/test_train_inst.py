@@ -13,7 +13,7 @@ import infer_inst
 import make_instance_labels
 import make_synthetic_voc
 import train_inst
-from network.maskrcnn import build_instance_net
+from network.maskrcnn import ResNet38Features, build_instance_net
 from tool.cli import UserError
 from tool.dist import launch
 from tool.instances import read_instance_png
@@ -97,6 +97,25 @@ def test_networks_give_losses_in_training_and_detections_in_eval(one_thread):
         with torch.no_grad():
             out = net([torch.rand(3, 40, 50)])[0]
         assert out["masks"].shape[1:] == (1, 40, 50) and len(out["scores"]) <= 5
+
+
+def test_resnet38_features_add_the_upsampled_stride8_map_to_the_stride4_map(one_thread):
+    torch.manual_seed(0)
+    features = ResNet38Features(width=0.0625).eval()
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        out = features(x)
+        body = features.body.forward_as_dict(x)
+
+    def conv1x1(conv, t):  # (N, C, H, W) -> (N, O, H, W)
+        return torch.einsum("nchw,oc->nohw", t, conv.weight[:, :, 0, 0]) + conv.bias.view(1, -1, 1, 1)
+
+    top = conv1x1(features.reduce, body["conv6"])  # (2, 128, 8, 12)
+    up = top.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # each stride-8 cell over its 2x2 stride-4 cells
+    assert list(out) == ["0", "1"] and out["0"].shape == (2, 128, 16, 24) and out["1"].shape == (2, 128, 8, 12)
+    torch.testing.assert_close(out["1"], top.clamp(min=0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["0"], (conv1x1(features.lateral, body["conv3"]) + up).clamp(min=0),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_killed_and_resumed_training_ends_with_the_uninterrupted_weights(tiny_voc, trained, tmp_path, one_thread):

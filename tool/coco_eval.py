@@ -10,6 +10,10 @@
 
 :func:`matched_iou` is the mean IoU of each predicted instance with the ground-truth instance of the same
 index (``"instance"``, the box order), the pseudo labels' per-box quality.
+
+:func:`found_instances` splits a network's errors into finding and outlining: for each ground-truth instance
+the top-scoring detection of its class whose box overlaps its box by IoU >= 0.5, and the mean box and mask IoU
+of those pairs (a mask is rarely better than the box it is drawn in).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -96,3 +101,31 @@ def matched_iou(gt: dict, pred: dict) -> dict[str, float]:
         ious.append(np.count_nonzero(g & m) / union if union else 0.0)
     matched = sum(1 for a in gt["annotations"] if (a["image_id"], a.get("instance")) in by_key)
     return {"mean_iou": float(np.mean(ious)) if ious else -1.0, "instances": len(ious), "matched": matched}
+
+
+def found_instances(gt: dict, results: Sequence[dict], box_iou: float = 0.5) -> dict[str, float]:
+    """For each ground-truth instance of ``gt`` (COCO instances dict), the top-scoring result of its image and
+    class whose ``bbox`` has IoU >= ``box_iou`` with the instance's ``bbox``. Returns ``found`` (the share of
+    instances with one, in [0, 1]) and, over those pairs, the mean ``box_iou`` and ``mask_iou`` (-1 if none)."""
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    by_key: dict[tuple[int, int], list[dict]] = {}
+    for r in results:
+        by_key.setdefault((r["image_id"], r["category_id"]), []).append(r)
+    boxes, masks = [], []
+    for a in gt["annotations"]:
+        candidates = by_key.get((a["image_id"], a["category_id"]), [])
+        if not candidates:
+            continue
+        overlaps = mask_utils.iou([r["bbox"] for r in candidates], [a["bbox"]], [0])[:, 0]
+        good = np.flatnonzero(overlaps >= box_iou)
+        if good.size == 0:
+            continue
+        best = good[np.argmax([candidates[k]["score"] for k in good])]
+        hw = sizes[a["image_id"]]
+        g, m = decode_mask(a["segmentation"], hw), decode_mask(candidates[best]["segmentation"], hw)
+        union = np.count_nonzero(g | m)
+        boxes.append(float(overlaps[best]))
+        masks.append(np.count_nonzero(g & m) / union if union else 0.0)
+    total = len(gt["annotations"])
+    return {"found": len(boxes) / total if total else -1.0, "box_iou": float(np.mean(boxes)) if boxes else -1.0,
+            "mask_iou": float(np.mean(masks)) if masks else -1.0}

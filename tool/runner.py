@@ -46,24 +46,22 @@ def resolve_cpu_workers(value: int | None, device: torch.device | str) -> int:
     return GPU_CPU_WORKERS if torch.device(device).type == "cuda" else 0
 
 
-def add_load_workers_argument(parser: argparse.ArgumentParser, cpu_default: int = 0) -> argparse.ArgumentParser:
+def add_load_workers_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--num_workers`` of a per-image stage: the processes that read the next images' files while this one
-    computes (``run_per_image``, ``load_workers``); the upstream flag name and meaning (loader processes).
-    ``cpu_default``: its value on a CPU (see ``resolve_load_workers``)."""
+    computes (``run_per_image``, ``load_workers``); the upstream flag name and meaning (loader processes)."""
     parser.add_argument("--num_workers", default=None, type=int,
                         help="processes that read and decode the next images' files (image, seeds, boxes, "
                              "CAMs, scaled copies) while this process computes the current ones on the device "
                              f"(0: here, before each image). Default: {GPU_LOAD_WORKERS} with a GPU; "
-                             f"{cpu_default} on a CPU (measured in docs/gpu.md)")
+                             "0 on a CPU (no gain measured on 2 cores: docs/gpu.md)")
     return parser
 
 
-def resolve_load_workers(value: int | None, device: torch.device | str, cpu_default: int = 0) -> int:
-    """``--num_workers`` as given, or its default for ``device``: ``GPU_LOAD_WORKERS`` on CUDA, ``cpu_default``
-    on a CPU."""
+def resolve_load_workers(value: int | None, device: torch.device | str) -> int:
+    """``--num_workers`` as given, or its default for ``device``: ``GPU_LOAD_WORKERS`` on CUDA, 0 on a CPU."""
     if value is not None:
         return value
-    return GPU_LOAD_WORKERS if torch.device(device).type == "cuda" else cpu_default
+    return GPU_LOAD_WORKERS if torch.device(device).type == "cuda" else 0
 
 
 @dataclass
