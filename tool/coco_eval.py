@@ -84,6 +84,13 @@ def mask_ap(gt: dict, results: Sequence[dict], image_ids: Sequence[int] | None =
     return scores
 
 
+def mask_iou(a: dict, b: dict, hw: tuple[int, int]) -> float:
+    """IoU of two COCO ``segmentation`` masks of an ``(H, W)`` image (0 when both are empty)."""
+    a, b = decode_mask(a, hw), decode_mask(b, hw)
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
 def matched_iou(gt: dict, pred: dict) -> dict[str, float]:
     """Mean IoU over the ground-truth instances of each ``pred`` instance with the same image and
     ``"instance"`` index (0 for a ground-truth instance without one), and how many were matched."""
@@ -95,10 +102,7 @@ def matched_iou(gt: dict, pred: dict) -> dict[str, float]:
         if p is None:
             ious.append(0.0)
             continue
-        hw = sizes[a["image_id"]]
-        g, m = decode_mask(a["segmentation"], hw), decode_mask(p["segmentation"], hw)
-        union = np.count_nonzero(g | m)
-        ious.append(np.count_nonzero(g & m) / union if union else 0.0)
+        ious.append(mask_iou(a["segmentation"], p["segmentation"], sizes[a["image_id"]]))
     matched = sum(1 for a in gt["annotations"] if (a["image_id"], a.get("instance")) in by_key)
     return {"mean_iou": float(np.mean(ious)) if ious else -1.0, "instances": len(ious), "matched": matched}
 
@@ -121,11 +125,8 @@ def found_instances(gt: dict, results: Sequence[dict], box_iou: float = 0.5) -> 
         if good.size == 0:
             continue
         best = good[np.argmax([candidates[k]["score"] for k in good])]
-        hw = sizes[a["image_id"]]
-        g, m = decode_mask(a["segmentation"], hw), decode_mask(candidates[best]["segmentation"], hw)
-        union = np.count_nonzero(g | m)
         boxes.append(float(overlaps[best]))
-        masks.append(np.count_nonzero(g & m) / union if union else 0.0)
+        masks.append(mask_iou(a["segmentation"], candidates[best]["segmentation"], sizes[a["image_id"]]))
     total = len(gt["annotations"])
     return {"found": len(boxes) / total if total else -1.0, "box_iou": float(np.mean(boxes)) if boxes else -1.0,
             "mask_iou": float(np.mean(masks)) if masks else -1.0}
