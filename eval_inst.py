@@ -19,7 +19,7 @@ import json
 import sys
 
 from tool import cli
-from tool.coco_eval import AP_KEYS, as_results, found_instances, mask_ap, matched_iou
+from tool.coco_eval import AP_KEYS, EXACT_IOUS, as_results, found_instances, mask_ap, matched_iou
 from tool.label_io import atomic_path
 from voc12.instances import read_coco
 
@@ -83,7 +83,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     check_coco(gt, pred, args)
     scores = evaluate(gt, pred)
     print(", ".join(f"{k} {100 * scores[k]:.1f}" for k in AP_KEYS)
-          + (f"; per-box mean IoU {100 * scores['mean_iou']:.1f} over {scores['instances']} ground-truth instances"
+          + (f"; per-box mean IoU {100 * scores['mean_iou']:.1f} over {scores['instances']} ground-truth instances, "
+             + ", ".join(f"{100 * scores[f'iou>={t}']:.1f} % at IoU >= {t}" for t in EXACT_IOUS)
              if "mean_iou" in scores else "")
           + (f"; found {100 * scores['found']:.1f} % of the ground-truth instances (a detection of the class with box "
              f"IoU >= 0.5), their box IoU {100 * scores['box_iou']:.1f}, mask IoU {100 * scores['mask_iou']:.1f}"

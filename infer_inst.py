@@ -45,6 +45,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, type=str, help="a train_inst.py {session_name}.pth")
     add_model_args(p)
     p.add_argument("--detections", default=100, type=int, help="at most this many detections per image")
+    p.add_argument("--mask_context", default=1.0, type=float,
+                   help="the mask head sees each detected box grown by this factor (same centre) and its mask is "
+                        "pasted there; 1 = torchvision's Mask R-CNN; the demo uses 1.15 (docs/instances.md)")
     p.add_argument("--out_json", required=True, type=str, help="COCO results file to write")
     p.add_argument("--save_path", default=None, type=str,
                    help="folder for SegmentationObject/ and SegmentationClass/ PNGs (default: none written)")
@@ -102,7 +105,9 @@ def main(args: argparse.Namespace) -> RunSummary:
     # first, so that every worker reaches the rendezvous even if a later step fails in one of them
     with process_group(args.device) as device:  # cuda:LOCAL_RANK for each of several workers
         ids = read_list(args.infer_list, args.voc12_root)
-        net = build_from_args(args, detections=args.detections)
+        if args.mask_context <= 0:
+            raise cli.UserError(f"--mask_context must be above 0 (1 = the detected box), got {args.mask_context}")
+        net = build_from_args(args, detections=args.detections, mask_context=args.mask_context)
         try:
             load_checkpoint(net, args.weights, strict=True)
         except (OSError, ValueError) as err:

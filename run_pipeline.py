@@ -40,7 +40,7 @@ import torch
 from stages.plans import INST_PLANS, PLANS, SEG_PLANS, apply_overrides, default_plan_name, plan_record, provenance
 from tool import cli
 from tool.cli import DEVICE_HELP, default_device, make_parser
-from tool.coco_eval import AP_KEYS
+from tool.coco_eval import AP_KEYS, EXACT_IOUS
 from tool.dist import add_gpus_argument, launch
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import confusion_matrix, grid_label, scores_from_confusion
@@ -66,7 +66,8 @@ SMOKE_TEST = ("smoke test of the wiring (plan 'quick': a few tiny images, a few 
 def percents(scores: dict[str, Any]) -> dict[str, Any]:
     """The instance scores of ``eval_inst.evaluate`` (AP keys, mean IoU) as percentages, the unit of the
     printed tables and summary.json; counts and the -1 of 'no ground truth' stay as they are."""
-    return {key: pct(value) if key in (*AP_KEYS, "mean_iou", "found", "box_iou", "mask_iou") and value >= 0 else value
+    shares = ("mean_iou", *(f"iou>={t}" for t in EXACT_IOUS), "found", "box_iou", "mask_iou")
+    return {key: pct(value) if key in (*AP_KEYS, *shares) and value >= 0 else value
             for key, value in scores.items()}
 
 
@@ -523,12 +524,12 @@ class Pipeline:
         preds = {name: self.work / "inst" / "val" / f"{name}.json" for name in INST_LABELS}
         self.run_each("infer_inst", [
             ["--voc12_root", self.root, "--infer_list", self.val_list, "--weights", ckpts[name], *model,
-             "--out_json", preds[name], "--device", self.args.device]
+             "--mask_context", plan.mask_context, "--out_json", preds[name], "--device", self.args.device]
             for name in INST_LABELS if not preds[name].is_file() or self.redo("inst")])
         nets = {name: percents(evaluate(gt_val, json.loads(preds[name].read_text()))) for name in INST_LABELS}
         gt_ap50 = nets["gt"]["AP50"]
-        return {"arch": plan.arch, "iters": plan.iters, "val_list": self.val_list, "num_val": len(gt_val["images"]),
-                "labels": labels, "nets": nets,
+        return {"arch": plan.arch, "iters": plan.iters, "mask_context": plan.mask_context, "val_list": self.val_list,
+                "num_val": len(gt_val["images"]), "labels": labels, "nets": nets,
                 "a2gnn_pct_of_gt_ap50": pct(nets["a2gnn"]["AP50"] / gt_ap50) if gt_ap50 > 0 else None,
                 "seconds": round(time.time() - start, 1)}
 
@@ -595,7 +596,8 @@ def print_seg_table(summary: dict) -> None:
 def print_inst_table(summary: dict) -> None:
     """Mask AP of the instance labels on the infer list and of Mask R-CNN trained on each, on the val list."""
     inst = summary["inst"]
-    print(f"\ninstance segmentation (Mask R-CNN {inst['arch']}, {inst['iters']} steps), mask AP % on "
+    print(f"\ninstance segmentation (Mask R-CNN {inst['arch']}, {inst['iters']} steps, mask context "
+          f"{inst['mask_context']}), mask AP % on "
           f"{inst['val_list']} ({inst['num_val']} images); {inst.get('seconds', 0) / 60:.1f} min for all of it")
     header = (f"{'labels':<10}{'label AP50':>11}{'AP75':>7}{'box IoU':>9}{'net AP50':>10}{'AP75':>7}{'AP':>7}"
               f"{'found':>7}{'box IoU':>9}{'mask IoU':>10}")

@@ -21,7 +21,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long_side", default=1333, type=int, help="longer image side at most (pixels)")
 
 
-def build_from_args(args: argparse.Namespace, detections: int = 100) -> InstanceNet:
-    """The network of ``--arch``, ``--backbone_width``, ``--short_side``, ``--long_side`` (random weights)."""
+def build_from_args(args: argparse.Namespace, detections: int = 100, mask_context: float = 1.0) -> InstanceNet:
+    """The network of ``--arch``, ``--backbone_width``, ``--short_side``, ``--long_side`` (random weights);
+    ``detections`` and ``mask_context``: the inference options of :func:`network.maskrcnn.build_instance_net`."""
     return build_instance_net(args.arch, NUM_CLASSES, min_size=args.short_side, max_size=args.long_side,
-                              width=args.backbone_width, detections=detections)
+                              width=args.backbone_width, detections=detections, mask_context=mask_context)

@@ -25,7 +25,7 @@ def test_ground_truth_against_itself_scores_one():
     scores = mask_ap(gt, as_results(gt))
     assert scores.keys() == set(AP_KEYS)
     assert all(v == pytest.approx(1.0) for v in scores.values())
-    assert matched_iou(gt, gt) == {"mean_iou": 1.0, "instances": 2, "matched": 2}
+    assert matched_iou(gt, gt) == {"mean_iou": 1.0, "instances": 2, "matched": 2, "iou>=0.9": 1.0, "iou>=0.95": 1.0}
 
 
 def test_a_shifted_mask_scores_the_hand_computed_ap():
@@ -43,7 +43,9 @@ def test_a_shifted_mask_scores_the_hand_computed_ap():
     assert scores["AP"] == pytest.approx((4 * 1.0 + 6 * half) / 10)
     # the pseudo-label view: the same masks with the ground truth's indices
     pred = coco_dataset(gt["images"], coco_annotations(InstanceLabels(shifted, [1, 1]), 2026000001, 1), "pred")
-    assert matched_iou(gt, pred)["mean_iou"] == pytest.approx((1 + 80 / 120) / 2)
+    scores = matched_iou(gt, pred)
+    assert scores["mean_iou"] == pytest.approx((1 + 80 / 120) / 2)
+    assert scores["iou>=0.9"] == scores["iou>=0.95"] == 0.5  # the unshifted square alone
 
 
 def test_no_prediction_scores_zero():

@@ -36,7 +36,7 @@ def test_inst_stage_trains_one_net_per_label_set_and_scores_them(tmp_path, monke
         if script == "train_inst":
             trained.append(parsed)
         else:
-            assert script == "infer_inst"
+            assert script == "infer_inst" and parsed.mask_context == run_pipeline.INST_PLANS["quick"].mask_context
             gt = json.loads(pipe.inst_labels("val_gt").read_text())
             Path(parsed.out_json).parent.mkdir(parents=True, exist_ok=True)
             Path(parsed.out_json).write_text(json.dumps(as_results(gt)))

@@ -99,6 +99,43 @@ def test_networks_give_losses_in_training_and_detections_in_eval(one_thread):
         assert out["masks"].shape[1:] == (1, 40, 50) and len(out["scores"]) <= 5
 
 
+def test_mask_context_pastes_masks_of_grown_boxes_and_keeps_the_detections(one_thread):
+    torch.manual_seed(0)
+    net = build_instance_net("maskrcnn_resnet38", NUM_CLASSES, min_size=64, max_size=96, width=0.0625).eval()
+    net.model.roi_heads.score_thresh = 0.0  # random weights: keep every detection
+    images = [torch.rand(3, 50, 70), torch.rand(3, 64, 48)]
+    with torch.no_grad():
+        plain = net.model(images)
+        net.mask_context = 1.0
+        detect_1 = net.detect(images)
+        net.mask_context = 1.3
+        grown = net(images)
+        heads = net.model.roi_heads
+        postprocess = heads.postprocess_detections
+
+        def grow(*args):  # the reference: torchvision's own forward with its detections grown about their centres
+            boxes, scores, labels = postprocess(*args)
+            sizes = args[-1]
+            big = []
+            for b, (h, w) in zip(boxes, sizes, strict=True):
+                c, half = (b[:, :2] + b[:, 2:]) / 2, (b[:, 2:] - b[:, :2]) / 2 * 1.3
+                g = torch.cat([c - half, c + half], 1)
+                big.append(torch.stack([g[:, 0].clamp(0, w), g[:, 1].clamp(0, h), g[:, 2].clamp(0, w),
+                                        g[:, 3].clamp(0, h)], 1))
+            return big, scores, labels
+
+        heads.postprocess_detections = grow
+        reference = net.model(images)
+    assert all(len(p["scores"]) > 0 for p in plain)
+    for p, d, g, r in zip(plain, detect_1, grown, reference, strict=True):
+        for key in ("boxes", "labels", "scores", "masks"):
+            torch.testing.assert_close(d[key], p[key])
+        for key in ("boxes", "labels", "scores"):
+            torch.testing.assert_close(g[key], p[key])
+        torch.testing.assert_close(g["masks"], r["masks"])
+        assert not torch.allclose(g["masks"], p["masks"])
+
+
 def test_resnet38_features_add_the_upsampled_stride8_map_to_the_stride4_map(one_thread):
     torch.manual_seed(0)
     features = ResNet38Features(width=0.0625).eval()

@@ -9,7 +9,8 @@
   mAP^r at those IoUs (SDI, BBTP, BoxInst on VOC), computed the same way at that one threshold.
 
 :func:`matched_iou` is the mean IoU of each predicted instance with the ground-truth instance of the same
-index (``"instance"``, the box order), the pseudo labels' per-box quality.
+index (``"instance"``, the box order), the pseudo labels' per-box quality, and the share of instances it gets
+nearly exact (IoU >= 0.9, >= 0.95): a label set can be right more often and exact less often than another.
 
 :func:`found_instances` splits a network's errors into finding and outlining: for each ground-truth instance
 the top-scoring detection of its class whose box overlaps its box by IoU >= 0.5, and the mean box and mask IoU
@@ -91,9 +92,13 @@ def mask_iou(a: dict, b: dict, hw: tuple[int, int]) -> float:
     return np.count_nonzero(a & b) / union if union else 0.0
 
 
+EXACT_IOUS = (0.9, 0.95)  # matched_iou's "iou>=0.9" / "iou>=0.95": shares of nearly exact instances
+
+
 def matched_iou(gt: dict, pred: dict) -> dict[str, float]:
     """Mean IoU over the ground-truth instances of each ``pred`` instance with the same image and
-    ``"instance"`` index (0 for a ground-truth instance without one), and how many were matched."""
+    ``"instance"`` index (0 for a ground-truth instance without one), how many were matched, and for each
+    ``t`` of :data:`EXACT_IOUS` the share ``"iou>=t"`` of ground-truth instances with IoU >= ``t``."""
     sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
     by_key = {(a["image_id"], a.get("instance")): a for a in pred["annotations"]}
     ious = []
@@ -104,7 +109,8 @@ def matched_iou(gt: dict, pred: dict) -> dict[str, float]:
             continue
         ious.append(mask_iou(a["segmentation"], p["segmentation"], sizes[a["image_id"]]))
     matched = sum(1 for a in gt["annotations"] if (a["image_id"], a.get("instance")) in by_key)
-    return {"mean_iou": float(np.mean(ious)) if ious else -1.0, "instances": len(ious), "matched": matched}
+    exact = {f"iou>={t}": float(np.mean(np.array(ious) >= t)) if ious else -1.0 for t in EXACT_IOUS}
+    return {"mean_iou": float(np.mean(ious)) if ious else -1.0, "instances": len(ious), "matched": matched, **exact}
 
 
 def found_instances(gt: dict, results: Sequence[dict], box_iou: float = 0.5) -> dict[str, float]:
