@@ -95,9 +95,8 @@ class InstanceNet(nn.Module):
         return self.detect(images)
 
     def detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Eval detections, torchvision's steps with the mask head on the boxes grown by ``mask_context`` (clipped to
-        the image):
-        list of ``(3, H, W)`` → per image ``boxes (N, 4)``, ``labels (N,)``, ``scores (N,)``,
+        """Eval detections by torchvision's steps, the mask head on the boxes grown by ``mask_context`` (clipped to
+        the image): list of ``(3, H, W)`` → per image ``boxes (N, 4)``, ``labels (N,)``, ``scores (N,)``,
         ``masks (N, 1, H, W)``."""
         model, heads = self.model, self.model.roi_heads
         sizes = [tuple(image.shape[-2:]) for image in images]

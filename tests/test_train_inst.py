@@ -134,6 +134,22 @@ def test_mask_context_pastes_masks_of_grown_boxes_and_keeps_the_detections(one_t
             torch.testing.assert_close(g[key], p[key])
         torch.testing.assert_close(g["masks"], r["masks"])
         assert not torch.allclose(g["masks"], p["masks"])
+    heads.score_thresh = 1.1  # no detection at all
+    with torch.no_grad():
+        empty = net(images)
+    assert [tuple(e["masks"].shape) for e in empty] == [(0, 1, 50, 70), (0, 1, 64, 48)]
+
+
+def test_detect_follows_torchvision_on_the_fpn_network(one_thread):
+    torch.manual_seed(0)
+    net = build_instance_net("maskrcnn_resnet50_fpn", NUM_CLASSES, min_size=64, max_size=96).eval()
+    net.model.roi_heads.score_thresh = 0.0
+    images = [torch.rand(3, 50, 70)]
+    with torch.no_grad():
+        plain, detect_1 = net.model(images), net.detect(images)
+    assert len(plain[0]["scores"]) > 0
+    for key in ("boxes", "labels", "scores", "masks"):
+        torch.testing.assert_close(detect_1[0][key], plain[0][key])
 
 
 def test_resnet38_features_add_the_upsampled_stride8_map_to_the_stride4_map(one_thread):
