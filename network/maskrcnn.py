@@ -90,9 +90,7 @@ class InstanceNet(nn.Module):
         return self.model.backbone.body
 
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        if self.training or self.mask_context == 1.0:
-            return self.model(images, targets)
-        return self.detect(images)
+        return self.model(images, targets) if self.training else self.detect(images)
 
     def detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Eval detections by torchvision's steps, the mask head on the boxes grown by ``mask_context`` (clipped to
