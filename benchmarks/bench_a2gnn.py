@@ -36,6 +36,12 @@ would take at that rate on this device.
     python benchmarks/bench_a2gnn.py --quick       # 1 timed step per phase, about a minute on 2 cores
     python benchmarks/bench_a2gnn.py --threads 1   # single-threaded (steadier on a shared machine)
     python benchmarks/bench_a2gnn.py --device cuda --batch_images 1,8,32,64
+    python benchmarks/bench_a2gnn.py --device cuda --check_sync   # no host synchronisation in an epoch
+
+``--check_sync`` (CUDA only) trains two VOC-size images together for 3 epochs of each phase of each
+schedule (after the graph build) under ``torch.cuda.set_sync_debug_mode("warn")`` and prints every operation
+that made the host wait for the GPU with the line that called it; exit status 1 if there was one (the CPU
+test in tests/test_propagate.py checks the same by profiling).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,6 +325,38 @@ def run_batch(schedule: str, images: int, steps: int, device: torch.device, meas
     return {**result, "step1_s": seconds[0], "step2_s": seconds[1], "batch_s": batch_s}
 
 
+def check_sync(device: torch.device) -> int:
+    """``--check_sync``: epochs of both phases of each schedule with CUDA's sync debug mode set to warn; prints
+    every synchronising operation with the line that called it. Returns how many there were."""
+    found = 0
+    for schedule in ("box", "others"):
+        cfg = PropagateConfig(schedule=schedule)
+        items = [image_inputs(make_inputs(1.0, device, seed=k), key=str(k)) for k in range(2)]
+        batch = training_batch(items, cfg)
+        _ = batch.graph.tiles, batch.crf.tiles
+        generators = [image_generator(0, item.key, device) for item in items]
+        model = A2GNN(FEATURES, cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout, generators)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sync(device)
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                for crf in (None, CRF_WEIGHT[schedule]):
+                    for _ in range(3):
+                        train_step(model, batch, optimizer, crf)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        sync(device)
+        synced = [w for w in caught if "synchroniz" in str(w.message)]
+        found += len(synced)
+        print(f"{schedule}: 3+3 epochs of 2 VOC-size images on {device_name(str(device))}: "
+              f"{len(synced)} host synchronisation(s)", flush=True)
+        for where in sorted({f"{w.filename}:{w.lineno}: {w.message}" for w in synced}):
+            print(f"  {where}")
+    return found
+
+
 def child(variant: str, scale: float, steps: int, device: str, threads: int, measure: str,
           images: int = 0) -> dict:
     env = dict(os.environ)
@@ -365,6 +404,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     parser.add_argument("--batch_images", default=None, type=str,
                         help="comma-separated batch sizes: print the images-per-second table instead")
+    parser.add_argument("--check_sync", action="store_true",
+                        help="CUDA: fail on any host synchronisation inside A2GNN epochs (see above)")
     parser.add_argument("--child", choices=["ours", "dense", "box", "others"], help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
@@ -381,6 +422,10 @@ def main() -> None:
         print(json.dumps(run_variant(args.child, args.scale, args.steps, torch.device(args.device),
                                      args.measure)))
         return
+    if args.check_sync:
+        if torch.device(args.device).type != "cuda":
+            parser.error("--check_sync needs --device cuda (on a CPU: pytest tests/test_propagate.py -k wait)")
+        sys.exit(1 if check_sync(torch.device(args.device)) else 0)
     steps = 1 if args.quick else args.steps
     if args.batch_images:
         batch_table([int(v) for v in args.batch_images.split(",")], steps, args.device, args.threads, args.scale)

@@ -4,6 +4,7 @@
 #   2. bench_a2gnn.py --device cuda --batch_images 1,8,32,64 --quick   (A2GNN images/s and memory per batch size)
 #   3. infer_image.py on a VOC-size image (500x375, one box), width-1 affinity net with random weights, the
 #      published 150 + 150 epochs
+#   4. bench_a2gnn.py --check_sync                      (CUDA only: no host synchronisation in A2GNN epochs)
 # Each step runs under its own time limit; its output goes to OUT/logs/<step>.log and its seconds and exit
 # status to the table. Exit status: 0 when every step passed, 1 when one failed or ran out of time, 2 when
 # the device is missing or the options are wrong.
@@ -48,12 +49,12 @@ if [ "$smoke" = 1 ]; then
     pipeline_flags=(--quick --stages data)
     bench_flags=(--batch_images 1 --quick --scale 0.02)
     image_size=64x48; box="8,6,40,36,dog"; width=0.0625; epochs=2
-    limits=(300 400 200)
+    limits=(300 400 200 0)
 else
     pipeline_flags=(--quick)
     bench_flags=(--batch_images 1,8,32,64 --quick)
     image_size=500x375; box="100,80,380,300,dog"; width=1; epochs=150
-    limits=(210 180 75)  # 465 s at most, within 8 minutes with the setup
+    limits=(200 165 60 40)  # 465 s at most, within 8 minutes with the setup
 fi
 
 names=(pipeline bench_a2gnn infer_image)
@@ -62,6 +63,10 @@ commands=(
     "$python benchmarks/bench_a2gnn.py --device $device ${bench_flags[*]}"
     "$python infer_image.py --image $out/voc_size.jpg --box $box --weights $out/aff_random.pth --schedule published --epochs $epochs --device $device --out $out/voc_size_mask.png --overlay $out/voc_size_overlay.png"
 )
+if [ "${device%%:*}" = cuda ]; then  # CUDA's sync debug mode has no CPU counterpart (the CPU test profiles)
+    names+=(a2gnn_sync)
+    commands+=("$python benchmarks/bench_a2gnn.py --device $device --check_sync")
+fi
 
 if [ "$dry_run" = 1 ]; then
     for i in "${!names[@]}"; do

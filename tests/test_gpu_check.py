@@ -25,7 +25,7 @@ def test_dry_run_commands_parse_and_fit_in_eight_minutes(tmp_path):
     done = run_script("--dry_run", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     steps = [line.split("\t") for line in done.stdout.splitlines()]
-    assert [name for name, _, _ in steps] == ["pipeline", "bench_a2gnn", "infer_image"]
+    assert [name for name, _, _ in steps] == ["pipeline", "bench_a2gnn", "infer_image", "a2gnn_sync"]
     assert sum(int(limit) for _, limit, _ in steps) <= 8 * 60 - 15  # the setup (image, checkpoint) fits too
     parsers = {"run_pipeline.py": run_pipeline.get_args_parser(), "infer_image.py": infer_image.get_args_parser()}
     for _, _, command in steps:
@@ -35,6 +35,7 @@ def test_dry_run_commands_parse_and_fit_in_eight_minutes(tmp_path):
             parsers[argv[1]].parse_args(argv[2:])  # exits (SystemExit) on a flag the script does not take
     bench = shlex.split(steps[1][2])
     assert bench[bench.index("--batch_images") + 1] == "1,8,32,64"
+    assert "--check_sync" in shlex.split(steps[3][2])
 
 
 def test_without_a_gpu_it_says_so_and_exits_2(tmp_path):
