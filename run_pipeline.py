@@ -41,7 +41,7 @@ from stages.plans import INST_PLANS, PLANS, SEG_PLANS, apply_overrides, default_
 from tool import cli
 from tool.cli import DEVICE_HELP, default_device, make_parser
 from tool.coco_eval import AP_KEYS, EXACT_IOUS
-from tool.dist import add_gpus_argument, launch
+from tool.dist import add_gpus_argument, cores_per_gpu, launch
 from tool.label_io import atomic_path, read_label_png
 from tool.metrics import confusion_matrix, grid_label, scores_from_confusion
 from voc12.lists import read_list, write_id_list
@@ -661,8 +661,7 @@ def loader_workers(device: str) -> int:
     the GPU instead of inside the training loop."""
     if torch.device(device).type != "cuda":
         return 0
-    cores = len(os.sched_getaffinity(0))
-    return max(1, min(MAX_LOADER_WORKERS, cores // max(1, torch.cuda.device_count())))
+    return min(MAX_LOADER_WORKERS, cores_per_gpu())
 
 
 def main(args: argparse.Namespace) -> dict:

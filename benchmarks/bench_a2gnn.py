@@ -55,6 +55,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -325,9 +326,25 @@ def run_batch(schedule: str, images: int, steps: int, device: torch.device, meas
     return {**result, "step1_s": seconds[0], "step2_s": seconds[1], "batch_s": batch_s}
 
 
+def synchronising_calls(work: Callable[[], None]) -> list[str]:
+    """``work()`` under CUDA's sync debug mode "warn": each call that made the host wait, as ``file:line``."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            work()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+
+
 def check_sync(device: torch.device) -> int:
     """``--check_sync``: epochs of both phases of each schedule with CUDA's sync debug mode set to warn; prints
-    every synchronising operation with the line that called it. Returns how many there were."""
+    every synchronising call. Returns how many there were (-1 when the detector misses a planted ``.item()``)."""
+    planted = synchronising_calls(lambda: torch.ones(1, device=device).item())
+    print(f"control: a planted .item() on {device} is detected: {'yes' if planted else 'NO'}", flush=True)
+    if not planted:
+        return -1
     found = 0
     for schedule in ("box", "others"):
         cfg = PropagateConfig(schedule=schedule)
@@ -338,22 +355,19 @@ def check_sync(device: torch.device) -> int:
         model = A2GNN(FEATURES, cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout, generators)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sync(device)
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                for crf in (None, CRF_WEIGHT[schedule]):
-                    for _ in range(3):
-                        train_step(model, batch, optimizer, crf)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+
+        def epochs(model=model, batch=batch, optimizer=optimizer, schedule=schedule) -> None:
+            for crf in (None, CRF_WEIGHT[schedule]):
+                for _ in range(3):
+                    train_step(model, batch, optimizer, crf)
+
+        synced = synchronising_calls(epochs)
         sync(device)
-        synced = [w for w in caught if "synchroniz" in str(w.message)]
         found += len(synced)
         print(f"{schedule}: 3+3 epochs of 2 VOC-size images on {device_name(str(device))}: "
               f"{len(synced)} host synchronisation(s)", flush=True)
-        for where in sorted({f"{w.filename}:{w.lineno}: {w.message}" for w in synced}):
-            print(f"  {where}")
+        for where in sorted(set(synced)):
+            print(f"  at {where}")
     return found
 
 
@@ -425,7 +439,7 @@ def main() -> None:
     if args.check_sync:
         if torch.device(args.device).type != "cuda":
             parser.error("--check_sync needs --device cuda (on a CPU: pytest tests/test_propagate.py -k wait)")
-        sys.exit(1 if check_sync(torch.device(args.device)) else 0)
+        sys.exit(0 if check_sync(torch.device(args.device)) == 0 else 1)
     steps = 1 if args.quick else args.steps
     if args.batch_images:
         batch_table([int(v) for v in args.batch_images.split(",")], steps, args.device, args.threads, args.scale)

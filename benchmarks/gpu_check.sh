@@ -54,7 +54,7 @@ else
     pipeline_flags=(--quick)
     bench_flags=(--batch_images 1,8,32,64 --quick)
     image_size=500x375; box="100,80,380,300,dog"; width=1; epochs=150
-    limits=(200 165 60 40)  # 465 s at most, within 8 minutes with the setup
+    limits=(120 240 45 40)  # 445 s at most, within 8 minutes with the setup (H200: 75, ~225, 17, 11 s)
 fi
 
 names=(pipeline bench_a2gnn infer_image)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.stem for p in REPO.glob("*.py")
@@ -146,6 +147,32 @@ def test_per_image_num_workers_default_to_no_loader_process_on_cpu():
         assert resolve_load_workers(value, "cpu") == 0 and resolve_load_workers(value, "cuda:1") == GPU_LOAD_WORKERS
     assert resolve_load_workers(3, "cuda") == 3
 
+
+
+@pytest.mark.parametrize(("cores", "gpus", "expected"), [(16, 1, 4), (8, 1, 4), (6, 1, 3), (32, 8, 2), (4, 4, 1),
+                                                         (2, 0, 1)])
+def test_cpu_workers_default_is_four_at_most_half_the_cores_of_each_gpu(cores, gpus, expected, monkeypatch):
+    import infer_seg
+    from tool.runner import GPU_CPU_WORKERS, resolve_cpu_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    value = infer_seg.get_args_parser().parse_args(["--weights", "w.pth"]).cpu_workers
+    assert GPU_CPU_WORKERS == 4
+    assert resolve_cpu_workers(value, "cuda") == expected and resolve_cpu_workers(value, "cuda:0") == expected
+    assert resolve_cpu_workers(value, "cpu") == 0 and resolve_cpu_workers(3, "cuda") == 3
+
+
+def test_batch_images_default_is_one_on_cpu_and_gpu_batch_images_on_cuda():
+    import train_infer_A2GNN_box
+    import train_infer_A2GNN_others
+    from stages.a2gnn import GPU_BATCH_IMAGES, resolve_batch_images
+
+    for module in (train_infer_A2GNN_box, train_infer_A2GNN_others):
+        value = module.get_args_parser().parse_args(["--voc12_root", "V"]).batch_images
+        assert resolve_batch_images(value, "cpu") == 1
+        assert resolve_batch_images(value, "cuda") == resolve_batch_images(value, "cuda:1") == GPU_BATCH_IMAGES == 32
+    assert resolve_batch_images(5, "cuda") == 5 and resolve_batch_images(5, "cpu") == 5
 
 # The stage scripts that run on a GPU at dataset scale: a plain ``python`` run starts one worker per visible
 # GPU (tool.dist.launch). eval_classifier, infer_image and run_pipeline (a driver) stay one process; the driver's

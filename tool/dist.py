@@ -46,6 +46,12 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
+def cores_per_gpu() -> int:
+    """The CPU cores this process may use divided by the visible GPUs (at least 1): the share of each GPU's
+    worker, for sizing its loader and CPU-work processes."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, torch.cuda.device_count()))
+
+
 def init_distributed(device: str) -> torch.device:
     """Start the process group when launched by torchrun and return this process's device.
 

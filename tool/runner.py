@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from tool.dist import parse_shard, shard_ids
+from tool.dist import cores_per_gpu, parse_shard, shard_ids
 from tool.label_io import probe_output_dir, remove_stale_temporaries
 
 CpuWork = Callable[[], None]  # an image's CPU part (dense CRF, file writes): picklable, e.g. a partial
@@ -29,21 +29,24 @@ def add_cpu_workers_argument(parser: argparse.ArgumentParser) -> argparse.Argume
     parser.add_argument("--cpu_workers", default=None, type=int,
                         help="processes that run the dense CRF and write each image's files while this "
                              "process computes the next images on the device (0: here, one image after the "
-                             "other; each worker of a several-GPU run has its own). Default: "
-                             f"{GPU_CPU_WORKERS} with a GPU; 0 on a CPU, where torch's threads already use "
-                             "every core")
+                             "other; each worker of a several-GPU run has its own). Default with a GPU: "
+                             f"{GPU_CPU_WORKERS}, at most half the CPU cores per GPU (measured: docs/gpu.md); "
+                             "0 on a CPU, where torch's threads already use every core")
     return parser
 
 
-GPU_CPU_WORKERS = 2  # not yet measured on a GPU
-GPU_LOAD_WORKERS = 2  # not yet measured on a GPU: one JPEG decode is far shorter than an image's device work
+GPU_CPU_WORKERS = 4  # H200 + 16 cores: 2.4x / 2.6x for infer_SEAM / infer_seg (2 workers: 1.9x / 1.8x)
+GPU_LOAD_WORKERS = 2  # H200 + 16 cores: 1.25x infer_SEAM, 1.16x A2GNN box (docs/gpu.md)
 
 
 def resolve_cpu_workers(value: int | None, device: torch.device | str) -> int:
-    """``--cpu_workers`` as given, or its default for ``device``: ``GPU_CPU_WORKERS`` on CUDA, 0 on a CPU."""
+    """``--cpu_workers`` as given, or its default for ``device``: on CUDA ``GPU_CPU_WORKERS``, at most half
+    the CPU cores per visible GPU (at least 1); 0 on a CPU."""
     if value is not None:
         return value
-    return GPU_CPU_WORKERS if torch.device(device).type == "cuda" else 0
+    if torch.device(device).type != "cuda":
+        return 0
+    return max(1, min(GPU_CPU_WORKERS, cores_per_gpu() // 2))
 
 
 def add_load_workers_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -53,7 +56,7 @@ def add_load_workers_argument(parser: argparse.ArgumentParser) -> argparse.Argum
                         help="processes that read and decode the next images' files (image, seeds, boxes, "
                              "CAMs, scaled copies) while this process computes the current ones on the device "
                              f"(0: here, before each image). Default: {GPU_LOAD_WORKERS} with a GPU; "
-                             "0 on a CPU (no gain measured on 2 cores: docs/gpu.md)")
+                             "0 on a CPU (no gain measured on 2 cores; both measured in docs/gpu.md)")
     return parser
 
 
