@@ -279,6 +279,17 @@ def image_inputs(inputs: dict, key: str = "") -> ImageInputs:
                        boxes=inputs["boxes"], key=key)
 
 
+def build_training(items: list[ImageInputs], cfg: PropagateConfig, device: torch.device) -> tuple:
+    """What the stage builds before the epochs: the batch with its graph and CRF tiles, the stacked A2GNN
+    and its Adam. Returns ``(batch, model, optimizer)``."""
+    batch = training_batch(items, cfg)
+    _ = batch.graph.tiles, batch.crf.tiles
+    generators = [image_generator(0, item.key, device) for item in items]
+    model = A2GNN(FEATURES, cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout, generators)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return batch, model, optimizer
+
+
 def run_batch(schedule: str, images: int, steps: int, device: torch.device, measure: str, scale: float = 1.0
               ) -> dict:
     """``images`` VOC-size images trained together with ``schedule``: seconds of the whole batch
@@ -289,11 +300,7 @@ def run_batch(schedule: str, images: int, steps: int, device: torch.device, meas
     items = [image_inputs(make_inputs(scale, device, seed=k), key=str(k)) for k in range(images)]
     sync(device)
     start = time.perf_counter()
-    batch = training_batch(items, cfg)
-    _ = batch.graph.tiles, batch.crf.tiles
-    generators = [image_generator(0, item.key, device) for item in items]
-    model = A2GNN(FEATURES, cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout, generators)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batch, model, optimizer = build_training(items, cfg, device)
     sync(device)
     setup = time.perf_counter() - start
     result = {"schedule": schedule, "images": images}
@@ -349,11 +356,7 @@ def check_sync(device: torch.device) -> int:
     for schedule in ("box", "others"):
         cfg = PropagateConfig(schedule=schedule)
         items = [image_inputs(make_inputs(1.0, device, seed=k), key=str(k)) for k in range(2)]
-        batch = training_batch(items, cfg)
-        _ = batch.graph.tiles, batch.crf.tiles
-        generators = [image_generator(0, item.key, device) for item in items]
-        model = A2GNN(FEATURES, cfg.hidden, cfg.num_class, cfg.nlayers, cfg.dropout, generators)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        batch, model, optimizer = build_training(items, cfg, device)
         sync(device)
 
         def epochs(model=model, batch=batch, optimizer=optimizer, schedule=schedule) -> None:
