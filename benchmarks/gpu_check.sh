@@ -49,7 +49,7 @@ if [ "$smoke" = 1 ]; then
     pipeline_flags=(--quick --stages data)
     bench_flags=(--batch_images 1 --quick --scale 0.02)
     image_size=64x48; box="8,6,40,36,dog"; width=0.0625; epochs=2
-    limits=(300 400 200 0)
+    limits=(300 400 200 60)
 else
     pipeline_flags=(--quick)
     bench_flags=(--batch_images 1,8,32,64 --quick)

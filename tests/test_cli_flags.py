@@ -148,7 +148,6 @@ def test_per_image_num_workers_default_to_no_loader_process_on_cpu():
     assert resolve_load_workers(3, "cuda") == 3
 
 
-
 @pytest.mark.parametrize(("cores", "gpus", "expected"), [(16, 1, 4), (8, 1, 4), (6, 1, 3), (32, 8, 2), (4, 4, 1),
                                                          (2, 0, 1)])
 def test_cpu_workers_default_is_four_at_most_half_the_cores_of_each_gpu(cores, gpus, expected, monkeypatch):
