@@ -66,13 +66,12 @@ def evaluate(gt: dict, pred: dict | list) -> dict[str, float]:
     """The :data:`tool.coco_eval.AP_KEYS` of ``pred`` on the images of ``gt``; for an instances file also
     ``mean_iou`` / ``matched`` of :func:`tool.coco_eval.matched_iou`, for results ``found`` / ``box_iou`` /
     ``mask_iou`` of :func:`tool.coco_eval.found_instances`."""
+    known = {im["id"] for im in gt["images"]}
     if isinstance(pred, dict):
-        known = {im["id"] for im in gt["images"]}
         pred = {**pred, "annotations": [a for a in pred["annotations"] if a["image_id"] in known]}
         scores = mask_ap(gt, as_results(pred), [im["id"] for im in gt["images"]])
         scores.update(matched_iou(gt, pred))
         return scores
-    known = {im["id"] for im in gt["images"]}
     scores = mask_ap(gt, pred, sorted(known))
     scores.update(found_instances(gt, [r for r in pred if r["image_id"] in known]))
     return scores

@@ -612,8 +612,7 @@ def print_inst_table(summary: dict) -> None:
         print(f"(label columns: the instance labels themselves on the infer list, as predictions of score 1; box IoU: "
               f"mean IoU of each box's mask with its ground-truth instance; found: the share of val instances with a "
               f"detection of their class at box IoU >= 0.5, then the mean box and mask IoU of those. A2GNN's net "
-              f"reaches "
-              f"{inst['a2gnn_pct_of_gt_ap50']:.1f} % of the ground-truth net's AP50)")
+              f"reaches {inst['a2gnn_pct_of_gt_ap50']:.1f} % of the ground-truth net's AP50)")
     if summary.get("smoke_test"):
         print(f"({SMOKE_TEST})")
 
